@@ -1,0 +1,271 @@
+"""Neighbor graphs: radius graphs with periodic images (vesin), nearest-K truncation, Verlet re-filtering.
+
+Conventions, stated once for the whole platform:
+- An edge is a pair (src, dst, shift): atom `src` seen from atom `dst` through the periodic image
+  `shift` (integer multiples of the cell vectors). Its vector points from dst to src:
+      vector = pos[src] + shift @ cell - pos[dst]          # (3,) Å
+  Messages flow src -> dst; "the neighbors of atom i" are the edges with dst == i.
+- Both directions are stored (a full list): (j, i, S) and (i, j, -S).
+- Edges are ordered by dst, then by distance, then by src, then by the shift (lexicographic).
+- Nearest-K truncation is per receiving atom (dst). Tie rules, by name:
+    "strict" (JMP): exactly the first K edges of that order; ties at the K-th distance are broken
+        by lower src index, then lexicographically smaller shift.
+    "tolerant" (fairchem-like): every edge with d <= d_K + 0.01 Å, so a tie-heavy shell is kept
+        whole and an atom can exceed K.
+- Distances are always recomputed here in float64 from the stored float32 positions, so a fresh
+  build and a re-filter of stored pairs order exact ties identically.
+
+Storage uses `cutoff + skin` and up to `K_store >= K` neighbors (strict). At load time
+`refilter` recomputes distances from new positions (after a corruption, say), keeps the pairs
+within `cutoff` and the K nearest. It equals a fresh build when no atom moved more than skin/2 and
+no truncated atom could have lost a neighbor to the truncation; `needs_rebuild` detects both.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import vesin
+
+TIE_RULES = ("strict", "tolerant")
+TOLERANT_TIE = 0.01  # Å, the tolerant rule's tie window
+
+
+class NeighborGraph(NamedTuple):
+    """edge_index (2, E) int64 rows [src, dst]; shifts (E, 3) int64 image shifts of src."""
+
+    edge_index: np.ndarray
+    shifts: np.ndarray
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.shape[1])
+
+
+def _vesin_box(cell: np.ndarray | None, pbc: np.ndarray) -> tuple[np.ndarray, list[bool]]:
+    pbc = np.asarray(pbc, dtype=bool)
+    if not pbc.any():
+        return np.zeros((3, 3)), [False, False, False]
+    box = np.array(cell, dtype=np.float64).reshape(3, 3)
+    # Non-periodic axes never get a shift, so their vector only has to keep the box invertible.
+    for axis in np.flatnonzero(~pbc):
+        if np.linalg.norm(box[axis]) < 1e-8 or abs(np.linalg.det(box)) < 1e-8:
+            others = box[pbc]
+            normal = np.cross(others[0], others[1]) if len(others) == 2 else _orthogonal(box, axis)
+            box[axis] = normal / np.linalg.norm(normal) * 1.0
+    return box, pbc.tolist()
+
+
+def _orthogonal(box: np.ndarray, axis: int) -> np.ndarray:
+    rows = [box[k] for k in range(3) if k != axis and np.linalg.norm(box[k]) > 1e-8]
+    if len(rows) == 2:
+        return np.cross(rows[0], rows[1])
+    basis = np.eye(3)
+    return basis[axis]
+
+
+def edge_vectors(positions, cell, edge_index, shifts):
+    """vector (E, 3) Å = pos[src] + shift @ cell - pos[dst], for numpy or torch inputs.
+
+    `cell` is None (no periodicity), one (3, 3) cell, or one cell per edge (E, 3, 3).
+    """
+    src, dst = edge_index[0], edge_index[1]
+    if cell is None:
+        return positions[src] - positions[dst]
+    if cell.ndim == 3:
+        offset = (shifts[:, :, None] * cell).sum(axis=1) if isinstance(cell, np.ndarray) else torch.einsum("ei,eij->ej", shifts, cell)
+        return positions[src] + offset - positions[dst]
+    return positions[src] + shifts @ cell - positions[dst]
+
+
+def _radius_pairs(positions: np.ndarray, cell, pbc, cutoff: float):
+    """All pairs within `cutoff`: src, dst, shift, distance (float64, recomputed)."""
+    box, periodic = _vesin_box(cell, pbc)
+    calculator = vesin.NeighborList(cutoff=float(cutoff) * (1 + 1e-9) + 1e-9, full_list=True)
+    i, j, shifts = calculator.compute(points=positions, box=box, periodic=periodic, quantities="ijS")
+    src, dst = j.astype(np.int64), i.astype(np.int64)
+    shifts = shifts.astype(np.int64).reshape(-1, 3)
+    cell64 = None if not np.asarray(pbc).any() else np.asarray(cell, dtype=np.float64)
+    distance = np.linalg.norm(edge_vectors(positions, cell64, (src, dst), shifts.astype(np.float64)), axis=1)
+    keep = distance <= cutoff
+    return src[keep], dst[keep], shifts[keep], distance[keep]
+
+
+def _order(src, dst, shifts, distance) -> np.ndarray:
+    """Permutation sorting edges by (dst, distance, src, shift)."""
+    return np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], src, distance, dst))
+
+
+def _rank_in_group(dst_sorted: np.ndarray, num_atoms: int) -> np.ndarray:
+    counts = np.bincount(dst_sorted, minlength=num_atoms)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return np.arange(len(dst_sorted)) - starts[dst_sorted]
+
+
+def _truncate(dst, distance, num_atoms: int, max_neighbors: int, tie_rule: str) -> np.ndarray:
+    """Boolean keep-mask for edges already sorted by (dst, distance, src, shift)."""
+    rank = _rank_in_group(dst, num_atoms)
+    if tie_rule == "strict":
+        return rank < max_neighbors
+    kth = np.full(num_atoms, np.inf)
+    at_k = rank == max_neighbors - 1
+    kth[dst[at_k]] = distance[at_k]
+    return distance <= kth[dst] + TOLERANT_TIE
+
+
+def _check_tie_rule(tie_rule: str) -> None:
+    if tie_rule not in TIE_RULES:
+        raise ValueError(f"tie_rule must be one of {TIE_RULES}, got {tie_rule!r}")
+
+
+def neighbor_graph(
+    structure=None,
+    cutoff: float = 6.0,
+    max_neighbors: int | None = None,
+    skin: float = 0.0,
+    tie_rule: str = "strict",
+    *,
+    positions=None,
+    cell=None,
+    pbc=None,
+) -> NeighborGraph:
+    """Radius graph of a `Structure` (or of positions/cell/pbc) within `cutoff + skin` Å.
+
+    Args:
+        structure: an `atomforge.Structure`; or pass `positions (N, 3) Å`, `cell (3, 3) Å`, `pbc (3,)`.
+        cutoff: radius in Å; may exceed the cell (all images within reach are listed).
+        max_neighbors: keep at most K per receiving atom (see the module's tie rules); None = all.
+        skin: extra radius for storage (Verlet skin); re-filter with `refilter` at load time.
+    Returns:
+        NeighborGraph(edge_index (2, E) [src, dst], shifts (E, 3) int), sorted as the module says.
+    """
+    _check_tie_rule(tie_rule)
+    if structure is not None:
+        positions, cell, pbc = structure.positions, structure.cell, structure.pbc
+    positions = np.asarray(positions, dtype=np.float32).astype(np.float64).reshape(-1, 3)
+    pbc = np.zeros(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool)
+    num_atoms = len(positions)
+    src, dst, shifts, distance = _radius_pairs(positions, cell, pbc, cutoff + skin)
+    order = _order(src, dst, shifts, distance)
+    src, dst, shifts, distance = src[order], dst[order], shifts[order], distance[order]
+    if max_neighbors is not None:
+        keep = _truncate(dst, distance, num_atoms, max_neighbors, tie_rule)
+        src, dst, shifts = src[keep], dst[keep], shifts[keep]
+    return NeighborGraph(edge_index=np.stack([src, dst]), shifts=shifts)
+
+
+def _stored_distance(positions: torch.Tensor, cell, edge_index, shifts) -> torch.Tensor:
+    pos64 = positions.detach().to(torch.float64)
+    cell64 = None if cell is None else cell.detach().to(torch.float64)
+    if cell64 is not None and cell64.ndim == 2:
+        cell64 = cell64.reshape(3, 3)
+    return torch.linalg.vector_norm(edge_vectors(pos64, cell64, edge_index, shifts.to(torch.float64)), dim=1)
+
+
+def refilter(
+    positions: torch.Tensor,
+    cell: torch.Tensor | None,
+    edge_index: torch.Tensor,
+    shifts: torch.Tensor,
+    cutoff: float | torch.Tensor,
+    max_neighbors: int | None = None,
+    tie_rule: str = "strict",
+) -> torch.Tensor:
+    """Indices of stored edges that a fresh build at these positions would keep, in build order.
+
+    Works on one structure or on a whole batch (graphs never share atoms).
+    Args:
+        positions (N, 3) Å; cell None, (3, 3) or per edge (E, 3, 3) Å; edge_index (2, E) [src, dst]
+        and shifts (E, 3) of a stored graph (built with cutoff + skin, K_store); cutoff Å, a float
+        or per edge (E,); K for this use.
+    Returns:
+        long tensor of edge indices, ordered by (dst, distance, stored order).
+    """
+    _check_tie_rule(tie_rule)
+    distance = _stored_distance(positions, cell, edge_index, shifts)
+    within = torch.nonzero(distance <= cutoff).squeeze(1)
+    by_distance = within[torch.sort(distance[within], stable=True).indices]
+    order = by_distance[torch.sort(edge_index[1, by_distance], stable=True).indices]
+    if max_neighbors is None:
+        return order
+    dst = edge_index[1, order].cpu().numpy()
+    keep = _truncate(dst, distance[order].cpu().numpy(), int(positions.shape[0]), max_neighbors, tie_rule)
+    return order[torch.from_numpy(keep).to(order.device)]
+
+
+def unsafe_atoms(
+    ref_positions: torch.Tensor,
+    positions: torch.Tensor,
+    cell: torch.Tensor | None,
+    edge_index: torch.Tensor,
+    shifts: torch.Tensor,
+    cutoff: float | torch.Tensor,
+    skin: float,
+    k_store: int | None,
+    max_neighbors: int | None = None,
+    tie_rule: str = "strict",
+    atom_group: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-atom bool (N,): True where re-filtering the stored pairs might differ from a fresh build.
+
+    Two ways it can, judged per structure (`atom_group` (N,) maps atoms to structures in a batch):
+    (1) an atom of the structure moved more than skin/2 from `ref_positions` (where the graph was
+    built), so a pair beyond cutoff + skin might now be inside the cutoff; (2) an atom whose stored
+    list was cut at K_store has pairs dropped at build time (stored distance >= r_last, its farthest
+    kept), and with every atom moved by at most max_disp they could now be as near as
+    r_last - 2·max_disp, inside its cutoff or its K-th distance.
+    """
+    num_atoms = int(positions.shape[0])
+    group = torch.zeros(num_atoms, dtype=torch.long) if atom_group is None else atom_group.cpu()
+    num_groups = int(group.max()) + 1 if num_atoms else 0
+    disp = torch.linalg.vector_norm((positions.detach() - ref_positions).to(torch.float64), dim=1).cpu()
+    max_disp = torch.zeros(num_groups, dtype=torch.float64).scatter_reduce(0, group, disp, "amax")[group]
+    unsafe = max_disp > skin / 2
+    if k_store is None or edge_index.shape[1] == 0:
+        return unsafe & (max_disp > 0)
+    dst = edge_index[1].cpu()
+    truncated = torch.bincount(dst, minlength=num_atoms) >= k_store
+    if not bool(truncated.any()):
+        return unsafe & (max_disp > 0)
+    old = _stored_distance(ref_positions, cell, edge_index, shifts).cpu()
+    r_last = torch.zeros(num_atoms, dtype=torch.float64).scatter_reduce(0, dst, old, "amax")
+    cut = torch.as_tensor(cutoff, dtype=torch.float64).cpu()
+    if cut.ndim == 0:
+        bound = torch.full((num_atoms,), float(cut), dtype=torch.float64)
+    else:
+        bound = torch.full((num_atoms,), float("inf"), dtype=torch.float64).scatter_reduce(0, dst, cut, "amin")
+    if max_neighbors is not None:
+        kept = refilter(positions, cell, edge_index, shifts, cutoff, max_neighbors, "strict").cpu()
+        cell_kept = cell[kept] if cell is not None and cell.ndim == 3 else cell
+        new = _stored_distance(positions, cell_kept, edge_index[:, kept], shifts[kept]).cpu()
+        kept_dst = dst[kept]
+        full = torch.bincount(kept_dst, minlength=num_atoms) >= max_neighbors
+        kth = torch.zeros(num_atoms, dtype=torch.float64).scatter_reduce(0, kept_dst, new, "amax")
+        tie = TOLERANT_TIE if tie_rule == "tolerant" else 0.0
+        bound = torch.where(full, torch.minimum(bound, kth + tie), bound)
+    unsafe |= truncated & (r_last - 2 * max_disp <= bound)
+    return unsafe & (max_disp > 0)
+
+
+def needs_rebuild(ref_positions, positions, cell, edge_index, shifts, cutoff, skin, k_store, max_neighbors=None, tie_rule="strict") -> bool:
+    """True when re-filtering one structure's stored pairs at `positions` might differ from a fresh build."""
+    return bool(
+        unsafe_atoms(ref_positions, positions, cell, edge_index, shifts, cutoff, skin, k_store, max_neighbors, tie_rule).any()
+    )
+
+
+def closest_pair(positions: np.ndarray, cell, pbc, below: float) -> tuple[int, int, float] | None:
+    """The closest pair of atoms (including periodic images of one atom) nearer than `below` Å, or None."""
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    pbc = np.asarray(pbc, dtype=bool)
+    box, periodic = _vesin_box(cell, pbc)
+    calculator = vesin.NeighborList(cutoff=float(below), full_list=False)
+    i, j, d = calculator.compute(points=positions, box=box, periodic=periodic, quantities="ijd")
+    if len(d) == 0:
+        return None
+    k = int(np.argmin(d))
+    if d[k] >= below:
+        return None
+    return int(i[k]), int(j[k]), float(d[k])

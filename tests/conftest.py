@@ -1,0 +1,39 @@
+"""Session fixtures shared by the whole suite: paths to ../shared, a local Ray cluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ATOMFORGE_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared (real sample files, CRD schemas); skips the test with a reason where it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data folder not found at {SHARED} (CI provides it beside the clone)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def realdata(shared_dir: Path) -> Path:
+    path = shared_dir / "realdata"
+    if not path.is_dir():
+        pytest.skip(f"real sample files not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster (2 CPUs), started once per session."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "platform")}})
+    yield ray
+    ray.shutdown()
