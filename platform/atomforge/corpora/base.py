@@ -10,9 +10,12 @@ Readers convert units once, here, to eV / Å / eV/Å / eV/Å³.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import numpy as np
 
 from atomforge.schema import Structure
 
@@ -56,3 +59,68 @@ class CorpusReader(Protocol):
     def work_units(self) -> list[WorkUnit]: ...
 
     def read(self, unit: WorkUnit) -> Iterator[Structure | BadRecord]: ...
+
+
+# ---------------------------------------------------------------- helpers shared by the readers
+LABEL_FIELDS = ("energy", "total_energy", "forces", "stress")
+MAX_KEPT_BAD = 100  # BadRecords kept on a reader for inspection; all of them are counted
+
+
+def nan_label_field(fields: dict[str, Any]) -> str | None:
+    """Name of the first label field (energy, forces, ...) holding NaN or inf, else None."""
+    for name in LABEL_FIELDS:
+        value = fields.get(name)
+        if value is not None and not np.isfinite(np.asarray(value, dtype=np.float64)).all():
+            return name
+    return None
+
+
+def build_record(source: str, system_id: str, **fields: Any) -> Structure | BadRecord:
+    """A validated `Structure`, or a `BadRecord` naming `source` (file + record) and the field.
+
+    Reason codes: "nan_label" (a label holds NaN/inf), "validation" (Structure rejected it).
+    """
+    bad_label = nan_label_field(fields)
+    if bad_label is not None:
+        detail = f"{source}: {system_id}: field '{bad_label}' contains NaN or inf"
+        return BadRecord(system_id, source, "nan_label", detail)
+    try:
+        return Structure(system_id=system_id, **fields)
+    except ValueError as err:
+        return BadRecord(system_id, source, "validation", f"{source}: {err}")
+
+
+class StreamingCorpus:
+    """Mixin giving a reader `__iter__` over all work units, counting what it skips.
+
+    Subclasses implement `work_units()` and `read(unit)`. After (or during) iteration,
+    `counts` maps "structures" and each BadRecord reason to a count, and `bad_records`
+    keeps the first `MAX_KEPT_BAD` BadRecords.
+    """
+
+    name: str = "unknown"
+    energy_convention: str = "total"
+
+    def __iter__(self) -> Iterator[Structure]:
+        self.counts: Counter[str] = Counter()
+        self.bad_records: list[BadRecord] = []
+        for unit in self.work_units():
+            for record in self.read(unit):
+                if isinstance(record, BadRecord):
+                    self.counts[record.reason] += 1
+                    if len(self.bad_records) < MAX_KEPT_BAD:
+                        self.bad_records.append(record)
+                else:
+                    self.counts["structures"] += 1
+                    yield record
+
+    @property
+    def num_bad(self) -> int:
+        """BadRecords met by the last iteration."""
+        return sum(n for reason, n in getattr(self, "counts", Counter()).items() if reason != "structures")
+
+    def work_units(self) -> list[WorkUnit]:
+        raise NotImplementedError
+
+    def read(self, unit: WorkUnit) -> Iterator[Structure | BadRecord]:
+        raise NotImplementedError
