@@ -7,6 +7,9 @@ Conventions, stated once for the whole platform:
   Messages flow src -> dst; "the neighbors of atom i" are the edges with dst == i.
 - Both directions are stored (a full list): (j, i, S) and (i, j, -S).
 - Edges are ordered by dst, then by distance, then by src, then by the shift (lexicographic).
+  Two distances tie when they agree after rounding to 1e-8 Å (TIE_DECIMALS): symmetry-equivalent
+  neighbors computed through different images differ in the last bits of a float64. Positions
+  are stored as float32, so symmetry that float32 rounding breaks (~1e-7 Å) is not a tie.
 - Nearest-K truncation is per receiving atom (dst). Tie rules, by name:
     "strict" (JMP): exactly the first K edges of that order; ties at the K-th distance are broken
         by lower src index, then lexicographically smaller shift.
@@ -31,6 +34,7 @@ import vesin
 
 TIE_RULES = ("strict", "tolerant")
 TOLERANT_TIE = 0.01  # Å, the tolerant rule's tie window
+TIE_DECIMALS = 8  # distances are compared after rounding to 1e-8 Å
 
 
 class NeighborGraph(NamedTuple):
@@ -95,7 +99,7 @@ def _radius_pairs(positions: np.ndarray, cell, pbc, cutoff: float):
 
 def _order(src, dst, shifts, distance) -> np.ndarray:
     """Permutation sorting edges by (dst, distance, src, shift)."""
-    return np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], src, distance, dst))
+    return np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], src, np.round(distance, TIE_DECIMALS), dst))
 
 
 def _rank_in_group(dst_sorted: np.ndarray, num_atoms: int) -> np.ndarray:
@@ -186,7 +190,8 @@ def refilter(
     _check_tie_rule(tie_rule)
     distance = _stored_distance(positions, cell, edge_index, shifts)
     within = torch.nonzero(distance <= cutoff).squeeze(1)
-    by_distance = within[torch.sort(distance[within], stable=True).indices]
+    rounded = torch.round(distance[within], decimals=TIE_DECIMALS)
+    by_distance = within[torch.sort(rounded, stable=True).indices]
     order = by_distance[torch.sort(edge_index[1, by_distance], stable=True).indices]
     if max_neighbors is None:
         return order
@@ -217,6 +222,8 @@ def unsafe_atoms(
     kept), and with every atom moved by at most max_disp they could now be as near as
     r_last - 2·max_disp, inside its cutoff or its K-th distance.
     """
+    if k_store is not None and (max_neighbors is None or max_neighbors > k_store):
+        raise ValueError(f"max_neighbors={max_neighbors} needs a stored graph with K_store >= K, got K_store={k_store}")
     num_atoms = int(positions.shape[0])
     group = torch.zeros(num_atoms, dtype=torch.long) if atom_group is None else atom_group.cpu()
     num_groups = int(group.max()) + 1 if num_atoms else 0
