@@ -16,13 +16,20 @@ from collections.abc import Iterator
 from typing import Any
 
 from atomforge.corpora import sources
-from atomforge.corpora.base import BadRecord, CorpusError, StreamingCorpus, WorkUnit, nan_label_field
+from atomforge.corpora.base import (
+    LABEL_FIELDS,
+    BadRecord,
+    CorpusError,
+    StreamingCorpus,
+    WorkUnit,
+    nan_label_field,
+)
 from atomforge.schema import FRAME_KINDS, Structure
 
 # format suffix -> how the records are read
 STREAM_FORMATS = {".extxyz": "extxyz", ".xyz": "extxyz", ".xml": "vasp-xml", ".traj": "traj"}
 DB_FORMATS = (".db", ".json")
-ASELMDB_SUFFIXES = (".aselmdb",)
+ASELMDB_SUFFIXES = (".aselmdb",)  # fairchem v2 ASE-LMDB, see lmdbfiles.py
 SUFFIXES = tuple(STREAM_FORMATS) + DB_FORMATS + ASELMDB_SUFFIXES
 GROUP_BY = ("file", "frame")
 
@@ -77,7 +84,7 @@ class AseFilesReader(StreamingCorpus):
         """Records of one file (or row range), in file order."""
         suffix = sources.base_suffix(unit.path)
         if suffix in ASELMDB_SUFFIXES:
-            from atomforge.corpora.aselmdb import read_aselmdb_rows
+            from atomforge.corpora.lmdbfiles import read_aselmdb_rows
 
             rows = read_aselmdb_rows(sources.local_copy(unit.path, self.storage_options), unit)
             yield from (self._record(unit, key, atoms, kvp, "frame") for key, atoms, kvp in rows)
@@ -110,7 +117,7 @@ def record_from_atoms(atoms, source: str, system_id: str, **meta: Any) -> Struct
     """`schema.from_ase` that turns a rejected record into a BadRecord naming `source`."""
     from atomforge.schema import from_ase
 
-    labels = _labels(atoms)
+    labels = {**_labels(atoms), **{k: v for k, v in meta.items() if k in LABEL_FIELDS}}
     bad = nan_label_field(labels)
     if bad is not None:
         return BadRecord(system_id, source, "nan_label", f"{source}: {system_id}: field '{bad}' contains NaN or inf")

@@ -1,0 +1,59 @@
+"""Opening HDF5 corpora (ANI-1x, Transition1x) from local paths or fsspec URLs, with errors naming the file.
+
+h5py reads a local path directly; for any other URL it is given an fsspec file object, so
+only the chunks that are touched travel over the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from atomforge.corpora import sources
+from atomforge.corpora.base import CorpusError
+
+
+@contextlib.contextmanager
+def open_hdf5(url: str, storage_options: dict | None = None) -> Iterator:
+    """An open read-only `h5py.File`; a truncated or non-HDF5 file raises CorpusError naming it."""
+    import h5py
+
+    with contextlib.ExitStack() as stack:
+        if sources.is_local(url):
+            target = sources.local_copy(url)
+        else:
+            target = stack.enter_context(sources.open_file(url, "rb", storage_options))
+        try:
+            handle = h5py.File(target, "r")
+        except (OSError, ValueError) as err:
+            raise CorpusError(f"{url}: not a readable HDF5 file (truncated or corrupt?): {err}") from err
+        with handle:
+            yield handle
+
+
+def read_dataset(group, name: str, url: str, record: str, shape: tuple[int | None, ...] | None = None) -> np.ndarray:
+    """`group[name]` as a numpy array; missing key or wrong shape raises CorpusError naming file + record.
+
+    `shape` entries of None match any size.
+    """
+    if name not in group:
+        raise CorpusError(f"{url}: record {record}: dataset '{name}' missing (has {sorted(group.keys())})")
+    try:
+        value = group[name][()]
+    except (OSError, KeyError) as err:
+        raise CorpusError(f"{url}: record {record}: dataset '{name}' unreadable (truncated file?): {err}") from err
+    if shape is not None:
+        matches = value.ndim == len(shape) and all(want is None or want == got for want, got in zip(shape, value.shape))
+        if not matches:
+            raise CorpusError(f"{url}: record {record}: dataset '{name}' has shape {value.shape}, "
+                              f"expected {tuple('*' if s is None else s for s in shape)}")
+    return value
+
+
+def group_names(handle, url: str, path: str = "/") -> list[str]:
+    """Sorted member names of the group at `path`; a missing group raises CorpusError."""
+    if path not in handle:
+        raise CorpusError(f"{url}: group '{path}' missing (top level has {sorted(handle.keys())})")
+    return sorted(handle[path].keys())
