@@ -1,0 +1,115 @@
+"""Per-dataset label statistics, accumulated in mergeable sums so each shard's part can be resumed.
+
+Linear reference: least squares of energy on per-element atom counts, E ≈ Σ_Z n_Z·e_Z (no
+intercept, minimum-norm solution when elements always co-occur). After subtracting it, the
+energy mean/std per structure (eV); force RMS over all force components (eV/Å); a histogram of
+atoms per structure. Keys match `TaskSpec.with_statistics`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from atomforge.schema import MAX_ATOMIC_NUMBER, Structure
+
+_DIM = MAX_ATOMIC_NUMBER + 1
+
+
+class StatsAccumulator:
+    """Sums for one dataset: counts XᵀX (per element pair), Xᵀy, Σy, Σy², Σx, Σf², sizes."""
+
+    def __init__(self) -> None:
+        self.xtx = np.zeros((_DIM, _DIM))
+        self.xty = np.zeros(_DIM)
+        self.sum_x = np.zeros(_DIM)
+        self.sum_y = 0.0
+        self.sum_y2 = 0.0
+        self.num_energies = 0
+        self.sum_f2 = 0.0
+        self.num_force_components = 0
+        self.num_atoms_counts: Counter[int] = Counter()
+
+    def add(self, s: Structure) -> None:
+        self.num_atoms_counts[s.num_atoms] += 1
+        if s.forces is not None:
+            forces = s.forces.astype(np.float32).astype(np.float64)  # as stored in the shards
+            self.sum_f2 += float(np.square(forces).sum())
+            self.num_force_components += forces.size
+        if s.energy is None:
+            return
+        x = np.bincount(s.atomic_numbers, minlength=_DIM).astype(np.float64)
+        self.xtx += np.outer(x, x)
+        self.xty += x * s.energy
+        self.sum_x += x
+        self.sum_y += s.energy
+        self.sum_y2 += s.energy * s.energy
+        self.num_energies += 1
+
+    def merge(self, other: StatsAccumulator) -> StatsAccumulator:
+        for name in ("xtx", "xty", "sum_x"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("sum_y", "sum_y2", "num_energies", "sum_f2", "num_force_components"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.num_atoms_counts.update(other.num_atoms_counts)
+        return self
+
+    def to_json(self) -> dict:
+        """Compact JSON (only elements present), exact float round trip."""
+        z = np.flatnonzero(self.sum_x).tolist()
+        return {
+            "elements": z,
+            "xtx": self.xtx[np.ix_(z, z)].tolist(),
+            "xty": self.xty[z].tolist(),
+            "sum_x": self.sum_x[z].tolist(),
+            "sum_y": self.sum_y, "sum_y2": self.sum_y2, "num_energies": self.num_energies,
+            "sum_f2": self.sum_f2, "num_force_components": self.num_force_components,
+            "num_atoms_counts": {str(k): v for k, v in sorted(self.num_atoms_counts.items())},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> StatsAccumulator:
+        acc = cls()
+        z = data["elements"]
+        if z:
+            acc.xtx[np.ix_(z, z)] = np.asarray(data["xtx"])
+            acc.xty[z] = data["xty"]
+            acc.sum_x[z] = data["sum_x"]
+        for name in ("sum_y", "sum_y2", "num_energies", "sum_f2", "num_force_components"):
+            setattr(acc, name, data[name])
+        acc.num_atoms_counts = Counter({int(k): v for k, v in data["num_atoms_counts"].items()})
+        return acc
+
+    def finalize(self) -> dict:
+        """The manifest's statistics block for this dataset."""
+        z = np.flatnonzero(self.sum_x)
+        reference = np.zeros(0)
+        mean = std = 0.0
+        if self.num_energies:
+            reference = np.linalg.lstsq(self.xtx[np.ix_(z, z)], self.xty[z], rcond=None)[0]
+            n = self.num_energies
+            # Σr = Σy - wᵀΣx ; Σr² = Σy² - 2wᵀXᵀy + wᵀXᵀXw  (r = y - Xw)
+            sum_r = self.sum_y - reference @ self.sum_x[z]
+            sum_r2 = self.sum_y2 - 2 * reference @ self.xty[z] + reference @ self.xtx[np.ix_(z, z)] @ reference
+            mean = sum_r / n
+            std = float(np.sqrt(max(sum_r2 / n - mean * mean, 0.0)))
+        sizes = sorted(self.num_atoms_counts)
+        return {
+            "linear_reference": {str(int(k)): float(v) for k, v in zip(z, reference)},
+            "energy_mean": float(mean),
+            "energy_std": std,
+            "force_rms": float(np.sqrt(self.sum_f2 / self.num_force_components)) if self.num_force_components else 0.0,
+            "num_structures": int(sum(self.num_atoms_counts.values())),
+            "num_with_energy": int(self.num_energies),
+            "num_atoms_histogram": {"num_atoms": sizes, "count": [self.num_atoms_counts[k] for k in sizes]},
+        }
+
+
+def merge_all(parts: list[dict[str, dict]]) -> dict[str, StatsAccumulator]:
+    """dataset -> accumulator, merged in the given order (deterministic float sums)."""
+    merged: dict[str, StatsAccumulator] = {}
+    for part in parts:
+        for dataset, data in part.items():
+            merged.setdefault(dataset, StatsAccumulator()).merge(StatsAccumulator.from_json(data))
+    return merged

@@ -1,0 +1,143 @@
+"""The manifest: assembled from completion markers, checked against a listing, written last to publish.
+
+Keys (all JSON): schema_version, code_version, fingerprint, corpus, input_url, formats, graph,
+split, datasets {name: {energy_convention}}, sources [{path, bytes, sha256}], counts {read,
+written, quarantined, splits {split: {rows, atoms}}}, shards [{path, format, split, datasets,
+rows, atoms, bytes, sha256}], statistics {dataset: {linear_reference, energy_mean, energy_std,
+force_rms, num_structures, num_with_energy, num_atoms_histogram}}, quarantine {path, counts}.
+Storage options (endpoints, credentials) are never part of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import fsspec
+
+import atomforge
+from atomforge.pipeline.config import SPLITS, PipelineConfig
+from atomforge.pipeline.formats import PARQUET_OPTIONS
+from atomforge.pipeline.label_stats import merge_all
+from atomforge.schema import SCHEMA_VERSION
+from atomforge.storage import exists, read_bytes, retry, write_bytes
+
+MANIFEST_NAME = "manifest.json"
+
+
+def load_published(fs, path: str) -> dict | None:
+    """The published manifest at `path`, or None when the output is not complete."""
+    if not exists(fs, path):
+        return None
+    return json.loads(read_bytes(fs, path))
+
+
+def code_version() -> dict:
+    """Package version and, where the source is a git checkout, its commit."""
+    commit = None
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(atomforge.__file__).parent,
+                                capture_output=True, text=True, timeout=5, check=False)
+        commit = result.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"atomforge": atomforge.__version__, "git_commit": commit}
+
+
+def _checksum(path: str, storage_options: dict | None) -> dict:
+    fs, local = fsspec.core.url_to_fs(path, **(storage_options or {}))
+
+    def digest() -> dict:
+        sha = hashlib.sha256()
+        with fs.open(local, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                sha.update(chunk)
+        return {"path": path, "bytes": int(fs.size(local)), "sha256": sha.hexdigest()}
+
+    return retry(digest, f"checksum {path}")
+
+
+def source_files(fs, cache_path: str, units, storage_options: dict | None) -> list[dict]:
+    """Sizes and sha256 of every source file of the units, computed once per output version (cached)."""
+    if exists(fs, cache_path):
+        return json.loads(read_bytes(fs, cache_path))
+    paths = list(dict.fromkeys(unit.path for unit in units))
+    sources = [_checksum(path, storage_options) for path in paths]
+    write_bytes(fs, cache_path, json.dumps(sources, indent=1).encode())
+    return sources
+
+
+def _check_listed(fs, root: str, version: str, shards: list[dict]) -> None:
+    """Every shard named by a marker is present with its recorded size (one listing of the prefix)."""
+    fs.invalidate_cache(f"{root}/{version}")
+    listed = retry(lambda: fs.find(f"{root}/{version}", detail=True), f"list {root}/{version}")
+    sizes = {path.rstrip("/").split(f"/{version}/", 1)[-1]: info["size"] for path, info in listed.items()}
+    for shard in shards:
+        name = shard["path"].split("/", 1)[1]
+        if sizes.get(name) != shard["bytes"]:
+            raise RuntimeError(f"shard {shard['path']} is missing or has {sizes.get(name)} bytes, "
+                               f"expected {shard['bytes']}: rerun the pipeline to rewrite it")
+
+
+def write_quarantine(fs, root: str, relpath: str, records: list[dict]) -> None:
+    """The quarantine table: system_id, source, reason, detail (Parquet, zstd)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = ("system_id", "source", "reason", "detail")
+    table = pa.table({c: pa.array([r[c] for r in records], pa.string()) for c in columns})
+    sink = io.BytesIO()
+    pq.write_table(table, sink, **PARQUET_OPTIONS)
+    write_bytes(fs, f"{root}/{relpath}", sink.getvalue())
+
+
+def build(config: PipelineConfig, reader, unit_markers: list[dict], sources: list[dict], quarantine_path: str
+          ) -> tuple[dict, list[dict]]:
+    """(manifest, quarantine records) from the unit markers, in plan order; checks counts reconcile."""
+    parts = [part for marker in unit_markers for part in marker["parts"]]
+    quarantine = [q for m in unit_markers for q in m["quarantine"]] + [q for p in parts for q in p["quarantine"]]
+    num_read = sum(m["num_read"] for m in unit_markers)
+    num_written = sum(p["num_rows"] for p in parts)
+    if num_read != num_written + len(quarantine):
+        raise RuntimeError(f"counts do not reconcile: read {num_read} != written {num_written} "
+                           f"+ quarantined {len(quarantine)}")
+    splits = {s: {"rows": 0, "atoms": 0} for s in SPLITS}
+    for part in parts:
+        splits[part["split"]]["rows"] += part["num_rows"]
+        splits[part["split"]]["atoms"] += part["num_atoms"]
+    stats = merge_all([p["statistics"] for p in parts])
+    convention = getattr(reader, "energy_convention", "total")
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "code_version": code_version(),
+        "fingerprint": config.fingerprint,
+        "corpus": config.corpus,
+        "input_url": config.input_url,
+        "formats": list(config.formats),
+        "graph": config.graph_params(),
+        "split": {"method": "official split where the reader gives one, else sha256(seed:group_id)",
+                  "fractions": list(config.split_fractions), "seed": config.seed},
+        "validation": {"max_atoms": config.max_atoms, "max_abs_force": config.max_abs_force,
+                       "max_abs_energy_per_atom": config.max_abs_energy_per_atom},
+        "datasets": {name: {"energy_convention": convention} for name in sorted(stats)},
+        "sources": sources,
+        "counts": {"read": num_read, "written": num_written, "quarantined": len(quarantine), "splits": splits},
+        "shards": [shard for part in parts for shard in part["shards"]],
+        "statistics": {name: acc.finalize() for name, acc in sorted(stats.items())},
+        "quarantine": {"path": quarantine_path, "counts": dict(sorted(Counter(q["reason"] for q in quarantine).items()))},
+    }
+    return manifest, quarantine
+
+
+def publish(fs, layout, config: PipelineConfig, reader, unit_markers: list[dict], sources: list[dict]) -> dict:
+    """Check every shard is listed, write the quarantine table, then the manifest (last)."""
+    manifest, quarantine = build(config, reader, unit_markers, sources, layout.quarantine)
+    _check_listed(fs, layout.root, layout.version, manifest["shards"])
+    write_quarantine(fs, layout.root, layout.quarantine, quarantine)
+    write_bytes(fs, layout.manifest, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    return manifest
