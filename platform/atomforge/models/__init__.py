@@ -1,0 +1,34 @@
+"""Models: backbones behind one capability interface, wrapped with per-task and named heads.
+
+The contract (training, export and objectives use exactly this):
+
+    from atomforge.models import AtomisticModel
+    from atomforge.models.painn import PaiNNConfig              # default backbone
+    from atomforge.models.equivariant import EquivariantConfig  # e3nn, l_max >= 2
+
+    model = AtomisticModel(PaiNNConfig.tiny(), tasks=("oc20", "ani1x"))   # or {name: TaskSpec}
+    out = model(batch, forces="direct")          # ModelOutput: energy (G,) float64 eV, forces (N,3) eV/Å
+    out = model(batch, forces="gradient", stress=True)   # -∂E/∂x, (1/V)∂E/∂ε; create_graph = model.training
+    out = model(batch, positions=noisy, edge_index=ei, shifts=sh, vector_heads=("noise",))
+    out = model(batch, embedding=True)           # (G, C) graph embedding (SCD pass 1)
+    out = model(batch, condition=c, drop_condition=drop)  # SCD pass 2 (None -> learned null token)
+    out = model(batch, vector_input=forces_masked)        # DeNS force encoding added to initial features
+    model.capabilities                           # frozenset[Capability], checked by ObjectiveMix
+    d = model.config_dict(); AtomisticModel.from_config_dict(d)   # JSON-able, no pickle
+    model.set_task_statistics(specs)             # normalisers from manifests (also kept as buffers)
+    loss = loss + model.ddp_anchor()             # 0·Σparams: unused heads never break DDP
+                                                 # (ObjectiveMix adds it for you)
+
+Conventions: task ids in `batch.task` index `model.tasks`; outputs are physical units (the model
+de-normalises with its per-task buffers: E = s_E·Σ_atoms head + μ_E + Σ linear_reference[z];
+direct F = s_F·head); objectives normalise errors with the TaskSpecs in their context. Edge vectors
+are computed inside forward from positions (vector = pos[src] + shifts @ cell - pos[dst]) so
+gradients flow; edges longer than the backbone cutoff are dropped there. The MASK atom type is
+atomic number `MASK_Z` (0). Wrap with DDP(find_unused_parameters=False); objectives call
+`unwrap(model)` for attributes.
+"""
+
+from atomforge.models.atomistic import AtomisticModel, ModelOutput
+from atomforge.models.backbone import MASK_Z, Backbone, BackboneInputs, Capability, NodeFeatures, unwrap
+
+__all__ = ["AtomisticModel", "ModelOutput", "Backbone", "BackboneInputs", "Capability", "NodeFeatures", "MASK_Z", "unwrap"]

@@ -1,0 +1,247 @@
+"""AtomisticModel: a backbone with per-task energy/force heads, named vector heads and physical outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from atomforge.models.backbone import NUM_ATOM_TYPES, Backbone, BackboneInputs, Capability, NodeFeatures
+from atomforge.models.heads import EnergyHead, GraphEmbeddingHead, VectorHead
+from atomforge.tasks import JMP_TASKS, TaskSpec
+
+FORCE_MODES = ("direct", "gradient")
+
+
+@dataclass
+class ModelOutput:
+    """Outputs in physical units; None where not requested.
+
+    energy (G,) float64 eV (per-task head, de-normalised, plus the linear reference);
+    forces (N, 3) eV/Å, direct head or -∂E/∂x (see `forces_mode`); stress (G, 3, 3) eV/Å³,
+    (1/V)∂E/∂ε (zero for non-periodic graphs); vectors: named per-atom heads (N, 3), dimensionless;
+    embedding (G, C) graph embedding (SCD); node: backbone features; positions (N, 3) used.
+    """
+
+    node: NodeFeatures
+    positions: torch.Tensor
+    energy: torch.Tensor | None = None
+    forces: torch.Tensor | None = None
+    forces_mode: str | None = None
+    stress: torch.Tensor | None = None
+    vectors: dict[str, torch.Tensor] = field(default_factory=dict)
+    embedding: torch.Tensor | None = None
+
+
+def _task_specs(tasks: Sequence[str] | Mapping[str, TaskSpec]) -> dict[str, TaskSpec]:
+    if isinstance(tasks, Mapping):
+        return dict(tasks)
+    return {name: JMP_TASKS.get(name, TaskSpec(name)) for name in tasks}
+
+
+class AtomisticModel(nn.Module):
+    """Backbone + heads. Task ids in `batch.task` index `self.tasks`.
+
+    Args:
+        backbone: a backbone config with `.build()` (e.g. `PaiNNConfig.tiny()`).
+        tasks: task names, or a mapping name -> TaskSpec whose normalisers (s_E, μ_E, s_F) and
+            linear reference become buffers (so a checkpoint de-normalises by itself).
+        vector_heads: names of extra per-atom vector heads ("noise" for denoising, "mask" for H-masking).
+    """
+
+    def __init__(self, backbone, tasks: Sequence[str] | Mapping[str, TaskSpec], vector_heads: Sequence[str] = ("noise", "mask")):
+        super().__init__()
+        specs = _task_specs(tasks)
+        if not specs:
+            raise ValueError("AtomisticModel: at least one task is required")
+        self.backbone_config = backbone
+        self.tasks = tuple(specs)
+        self.backbone: Backbone = backbone.build()
+        fs, fv = self.backbone.num_scalars, self.backbone.num_vectors
+        self.energy_heads = nn.ModuleDict({t: EnergyHead(fs) for t in self.tasks})
+        self.force_heads = nn.ModuleDict({t: VectorHead(fs, fv) for t in self.tasks})
+        self.vector_heads = nn.ModuleDict({name: VectorHead(fs, fv) for name in vector_heads})
+        cond = self.backbone.condition_dim
+        self.embedding_head = GraphEmbeddingHead(fs, cond) if cond > 0 else None
+        self.null_condition = nn.Parameter(torch.zeros(cond)) if cond > 0 else None
+        self.register_buffer("energy_mean", torch.zeros(len(self.tasks), dtype=torch.float64))
+        self.register_buffer("energy_std", torch.ones(len(self.tasks), dtype=torch.float64))
+        self.register_buffer("force_std", torch.ones(len(self.tasks), dtype=torch.float64))
+        self.register_buffer("linear_reference", torch.zeros(len(self.tasks), NUM_ATOM_TYPES, dtype=torch.float64))
+        self.set_task_statistics(specs)
+
+    # ---- configuration -------------------------------------------------------------------------
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return self.backbone.capabilities | {Capability.TASK_HEADS}
+
+    def set_task_statistics(self, specs: Mapping[str, TaskSpec]) -> None:
+        """Copy normalisers and linear references from TaskSpecs (e.g. after reading a manifest)."""
+        with torch.no_grad():
+            for i, name in enumerate(self.tasks):
+                spec = specs.get(name)
+                if spec is None:
+                    continue
+                self.energy_mean[i], self.energy_std[i], self.force_std[i] = spec.energy_mean, spec.energy_std, spec.force_std
+                self.linear_reference[i].zero_()
+                for z, value in spec.linear_reference.items():
+                    self.linear_reference[i, int(z)] = value
+
+    def config_dict(self) -> dict[str, Any]:
+        """A JSON-able dict from which `from_config_dict` rebuilds the same architecture and statistics."""
+        cls = type(self.backbone_config)
+        stats = {}
+        for i, name in enumerate(self.tasks):
+            ref = {int(z): float(v) for z, v in enumerate(self.linear_reference[i].tolist()) if v != 0.0}
+            stats[name] = {"energy_mean": float(self.energy_mean[i]), "energy_std": float(self.energy_std[i]),
+                           "force_std": float(self.force_std[i]), "linear_reference": ref}
+        return {
+            "backbone_class": f"{cls.__module__}.{cls.__qualname__}",
+            "backbone": dataclasses.asdict(self.backbone_config),
+            "tasks": list(self.tasks),
+            "task_statistics": stats,
+            "vector_heads": list(self.vector_heads),
+        }
+
+    @classmethod
+    def from_config_dict(cls, config: Mapping[str, Any]) -> AtomisticModel:
+        """Inverse of `config_dict` (weights are loaded separately, e.g. from safetensors)."""
+        module_name, _, class_name = config["backbone_class"].rpartition(".")
+        if not module_name.startswith("atomforge."):
+            raise ValueError(f"backbone_class must be an atomforge config class, got {config['backbone_class']!r}")
+        backbone = getattr(importlib.import_module(module_name), class_name)(**config["backbone"])
+        specs = {}
+        for name in config["tasks"]:
+            st = config.get("task_statistics", {}).get(name)
+            specs[name] = TaskSpec(name) if st is None else TaskSpec(
+                name, energy_mean=st["energy_mean"], energy_std=st["energy_std"], force_std=st["force_std"],
+                linear_reference={int(z): v for z, v in st["linear_reference"].items()})
+        return cls(backbone, specs, vector_heads=tuple(config["vector_heads"]))
+
+    def ddp_anchor(self) -> torch.Tensor:
+        """0 · Σ(all parameters): add to a loss so heads unused in a step still get a (zero) gradient under DDP."""
+        return sum(p.sum() for p in self.parameters()) * 0.0
+
+    # ---- forward -------------------------------------------------------------------------------
+    def forward(
+        self,
+        batch,
+        *,
+        positions: torch.Tensor | None = None,
+        edge_index: torch.Tensor | None = None,
+        shifts: torch.Tensor | None = None,
+        z: torch.Tensor | None = None,
+        energy: bool = True,
+        forces: str | None = None,
+        stress: bool = False,
+        vector_heads: Sequence[str] = (),
+        embedding: bool = False,
+        vector_input: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
+        drop_condition: torch.Tensor | None = None,
+        freeze_embedding: bool = False,
+        create_graph: bool | None = None,
+    ) -> ModelOutput:
+        """Run the backbone and the requested heads on a batch (see `atomforge.batch`).
+
+        positions (N, 3) Å / edge_index (2, E) / shifts (E, 3) / z (N,): overrides of the batch's
+        (corrupted positions with the edges `regraph` gives, masked types). forces: None, "direct"
+        or "gradient" (-∂E/∂x). stress: (1/V)∂E/∂ε by a symmetric strain (needs energy).
+        vector_input (N, 3): DeNS force encoding, zero rows encode nothing. condition (G, C): SCD;
+        None or drop_condition (G,) bool -> the learned null token. create_graph defaults to
+        `self.training` for gradient forces/stress.
+        """
+        if forces not in (None, *FORCE_MODES):
+            raise ValueError(f"forces must be None, 'direct' or 'gradient', got {forces!r}")
+        pos = batch.pos if positions is None else positions
+        edge_index = batch.edge_index if edge_index is None else edge_index
+        shifts = batch.shifts if shifts is None else shifts
+        z = batch.z if z is None else z
+        graph, num_graphs = batch.batch, int(batch.num_graphs)
+        cell = batch.cell.to(pos.dtype)
+        need_grad = forces == "gradient" or stress
+        strain = None
+        if need_grad:
+            pos = pos.detach().requires_grad_(True) if not pos.requires_grad else pos
+            strain = torch.zeros(num_graphs, 3, 3, dtype=pos.dtype, device=pos.device, requires_grad=True)
+            sym = 0.5 * (strain + strain.transpose(1, 2))
+            pos_in = pos + torch.einsum("ni,nij->nj", pos, sym[graph])  # pos' = pos (I + ε)
+            cell = cell + cell @ sym  # cell' = cell (I + ε)
+        else:
+            pos_in = pos
+        edge_index, edge_vec = self._edges(pos_in, cell, edge_index, shifts.to(pos.dtype), graph)
+        node = self.backbone(BackboneInputs(
+            z=z, edge_index=edge_index, edge_vec=edge_vec, graph=graph, num_graphs=num_graphs,
+            vector_input=vector_input, condition=self._condition(condition, drop_condition, num_graphs),
+            freeze_embedding=freeze_embedding))
+        out = ModelOutput(node=node, positions=pos)
+        atom_task = batch.task[graph]
+        if energy or need_grad:
+            out.energy, scaled = self._energy(node.scalars, z, atom_task, batch.task, graph, num_graphs)
+        if need_grad:
+            create = self.training if create_graph is None else create_graph
+            inputs = [pos, strain] if stress else [pos]
+            grads = torch.autograd.grad(scaled.sum(), inputs, create_graph=create)
+            if forces == "gradient":
+                out.forces, out.forces_mode = -grads[0], "gradient"
+            if stress:
+                volume = torch.linalg.det(batch.cell.to(pos.dtype)).abs()
+                periodic = batch.pbc.any(dim=1) & (volume > 1e-8)
+                out.stress = grads[1] / torch.where(periodic, volume, torch.ones_like(volume))[:, None, None]
+                out.stress = out.stress * periodic[:, None, None]
+        if forces == "direct":
+            out.forces, out.forces_mode = self._routed_vectors(self.force_heads, node, atom_task), "direct"
+            out.forces = out.forces * self.force_std[atom_task].to(out.forces.dtype).unsqueeze(-1)
+        for name in vector_heads:
+            if name not in self.vector_heads:
+                raise ValueError(f"unknown vector head {name!r}; this model has {list(self.vector_heads)}")
+            out.vectors[name] = self.vector_heads[name](node.scalars, node.vectors)
+        if embedding:
+            if self.embedding_head is None:
+                raise ValueError("embedding requested but the backbone has condition_dim = 0")
+            out.embedding = self.embedding_head(node.scalars, graph, num_graphs)
+        return out
+
+    def _edges(self, pos, cell, edge_index, shifts, graph):
+        """Edge vectors (E, 3) from positions (so gradients flow); edges beyond the backbone cutoff dropped."""
+        src, dst = edge_index
+        vec = pos[src] + torch.einsum("ei,eij->ej", shifts, cell[graph[dst]]) - pos[dst]
+        length = torch.linalg.norm(vec.detach(), dim=-1)
+        keep = (length < self.backbone.cutoff) & (length > 1e-6)
+        return edge_index[:, keep], vec[keep]
+
+    def _condition(self, condition, drop, num_graphs):
+        if self.null_condition is None:
+            if condition is not None:
+                raise ValueError("condition given but the backbone has condition_dim = 0")
+            return None
+        null = self.null_condition.unsqueeze(0).expand(num_graphs, -1)
+        if condition is None:
+            return null
+        if drop is None:
+            return condition
+        return torch.where(drop.unsqueeze(-1), null, condition)
+
+    def _energy(self, scalars, z, atom_task, graph_task, graph, num_graphs):
+        """Returns (physical energy (G,) float64 eV, the position-dependent part (G,) in model dtype)."""
+        per_atom = scalars.new_zeros(scalars.shape[0])
+        for t in torch.unique(atom_task).tolist():
+            idx = torch.nonzero(atom_task == t).squeeze(1)
+            per_atom = per_atom.index_put((idx,), self.energy_heads[self.tasks[t]](scalars[idx]))
+        normalised = scalars.new_zeros(num_graphs).index_add_(0, graph, per_atom)
+        scaled = normalised * self.energy_std[graph_task].to(scalars.dtype)
+        reference = torch.zeros(num_graphs, dtype=torch.float64, device=z.device).index_add_(
+            0, graph, self.linear_reference[atom_task, z])
+        return scaled.double() + self.energy_mean[graph_task] + reference, scaled
+
+    def _routed_vectors(self, heads: nn.ModuleDict, node: NodeFeatures, atom_task) -> torch.Tensor:
+        out = node.scalars.new_zeros(node.scalars.shape[0], 3)
+        for t in torch.unique(atom_task).tolist():
+            idx = torch.nonzero(atom_task == t).squeeze(1)
+            out = out.index_put((idx,), heads[self.tasks[t]](node.scalars[idx], node.vectors[idx]))
+        return out

@@ -1,0 +1,70 @@
+"""Output heads on node features: per-atom energies, equivariant per-atom vectors, a pooled graph embedding."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from atomforge.models.radial import safe_norm
+
+
+class GatedEquivariantBlock(nn.Module):
+    """Schütt et al. 2021: vectors gated by an MLP of (scalars, vector norms); equivariant by construction.
+
+    (s (N, S_in), v (N, 3, V_in)) -> (s (N, S_out), v (N, 3, V_out)).
+    """
+
+    def __init__(self, scalars_in: int, vectors_in: int, scalars_out: int, vectors_out: int):
+        super().__init__()
+        self.scalars_out = scalars_out
+        self.w_out = nn.Linear(vectors_in, vectors_out, bias=False)
+        self.w_norm = nn.Linear(vectors_in, vectors_in, bias=False)
+        hidden = max(scalars_in, 8)
+        self.mlp = nn.Sequential(nn.Linear(scalars_in + vectors_in, hidden), nn.SiLU(), nn.Linear(hidden, scalars_out + vectors_out))
+
+    def forward(self, s: torch.Tensor, v: torch.Tensor):
+        x = self.mlp(torch.cat([s, safe_norm(self.w_norm(v), dim=1)], dim=-1))
+        s_out, gate = x[:, : self.scalars_out], x[:, self.scalars_out :]
+        return s_out, self.w_out(v) * gate.unsqueeze(1)
+
+
+class VectorHead(nn.Module):
+    """One equivariant vector per atom (N, 3) from node features: two gated equivariant blocks."""
+
+    def __init__(self, num_scalars: int, num_vectors: int):
+        super().__init__()
+        hidden = max(num_scalars // 2, 8)
+        self.block1 = GatedEquivariantBlock(num_scalars, num_vectors, hidden, hidden)
+        self.block2 = GatedEquivariantBlock(hidden, hidden, 1, 1)
+        self.act = nn.SiLU()
+
+    def forward(self, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        s, v = self.block1(s, v)
+        _, v = self.block2(self.act(s), v)
+        return v.squeeze(-1)
+
+
+class EnergyHead(nn.Module):
+    """Per-atom scalar (N,) from node scalars (N, F); the model sums it per graph."""
+
+    def __init__(self, num_scalars: int):
+        super().__init__()
+        hidden = max(num_scalars // 2, 8)
+        self.mlp = nn.Sequential(nn.Linear(num_scalars, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return self.mlp(s).squeeze(-1)
+
+
+class GraphEmbeddingHead(nn.Module):
+    """SCD's graph embedding: per-node MLP + LayerNorm, sum-pool, MLP. s (N, F) -> (G, C)."""
+
+    def __init__(self, num_scalars: int, dim: int):
+        super().__init__()
+        self.node = nn.Sequential(nn.Linear(num_scalars, dim), nn.SiLU(), nn.Linear(dim, dim), nn.LayerNorm(dim))
+        self.graph = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, s: torch.Tensor, graph: torch.Tensor, num_graphs: int) -> torch.Tensor:
+        h = self.node(s)
+        pooled = h.new_zeros(num_graphs, h.shape[1]).index_add_(0, graph, h)
+        return self.graph(pooled)

@@ -1,0 +1,103 @@
+"""ObjectiveMix: objectives combined with weights, gates and schedules, capabilities checked up front."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from atomforge.models.backbone import unwrap
+from atomforge.objectives.objective import Objective, ObjectiveContext, ObjectiveResult
+
+Weight = float | Callable[[int, int], float]  # a constant or schedule(step, total_steps) -> weight
+
+
+@dataclass(frozen=True)
+class LinearSchedule:
+    """Weight going linearly from `start` (step 0) to `end` (total_steps)."""
+
+    start: float
+    end: float = 0.0
+
+    def __call__(self, step: int, total_steps: int) -> float:
+        frac = min(max(step / max(total_steps, 1), 0.0), 1.0)
+        return self.start + (self.end - self.start) * frac
+
+
+@dataclass(frozen=True)
+class MixEntry:
+    """One objective in a mix. probability: run it in a step with this probability (a gate drawn
+    from ctx.generator); every: run it only on steps divisible by `every`."""
+
+    objective: Objective
+    weight: Weight = 1.0
+    probability: float = 1.0
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"MixEntry({self.objective.name}).probability must be in [0, 1], got {self.probability}")
+        if self.every < 1:
+            raise ValueError(f"MixEntry({self.objective.name}).every must be >= 1, got {self.every}")
+
+
+def check_model(objectives: Sequence[Objective], model) -> None:
+    """Raise ValueError naming each objective whose capabilities or heads the model lacks."""
+    model = unwrap(model)
+    problems = []
+    for objective in objectives:
+        missing = sorted(c.value for c in objective.requires - model.capabilities)
+        if missing:
+            problems.append(f"{objective.name} requires capabilities {missing} that {type(model.backbone).__name__} lacks")
+        heads = [h for h in objective.heads if h not in model.vector_heads]
+        if heads:
+            problems.append(f"{objective.name} needs vector heads {heads}; build the model with vector_heads including them")
+    if problems:
+        raise ValueError("ObjectiveMix: " + "; ".join(problems))
+
+
+class ObjectiveMix:
+    """Weighted sum of objectives: `ObjectiveMix([(JMPSupervised(), 1.0), (SCD(), LinearSchedule(1, 0))], model)`.
+
+    Entries are (objective, weight), (objective, weight, probability) or MixEntry. With `model`
+    given, capabilities and heads are checked here (else on the first run). The total adds
+    `model.ddp_anchor()` so heads a step leaves unused still get a zero gradient under DDP.
+    """
+
+    def __init__(self, entries: Sequence, model=None):
+        self.entries = [e if isinstance(e, MixEntry) else MixEntry(*e) for e in entries]
+        if not self.entries:
+            raise ValueError("ObjectiveMix needs at least one objective")
+        supervised = [e.objective.name for e in self.entries if e.objective.supervised]
+        if len(supervised) > 1:
+            raise ValueError(f"ObjectiveMix: {supervised} each contain the supervised loss; keep one so forces count once")
+        names = [e.objective.name for e in self.entries]
+        if len(set(names)) != len(names):
+            raise ValueError(f"ObjectiveMix: objective names must be unique, got {names}")
+        self._checked = False
+        if model is not None:
+            self.check(model)
+
+    def check(self, model) -> None:
+        check_model([e.objective for e in self.entries], model)
+        self._checked = True
+
+    def run(self, model, batch, ctx: ObjectiveContext) -> ObjectiveResult:
+        """Total loss (scalar) and metrics '<objective>/<metric>', '<objective>/weight', 'loss'."""
+        if not self._checked:
+            self.check(model)
+        total = unwrap(model).ddp_anchor()
+        metrics: dict[str, float] = {}
+        for entry in self.entries:
+            weight = entry.weight(ctx.step, ctx.total_steps) if callable(entry.weight) else float(entry.weight)
+            gate = entry.probability >= 1.0 or float(torch.rand((), generator=ctx.generator)) < entry.probability
+            if weight == 0.0 or not gate or ctx.step % entry.every:
+                continue
+            result = entry.objective.run(model, batch, ctx)
+            total = total + weight * result.loss
+            name = entry.objective.name
+            metrics[f"{name}/weight"] = weight
+            metrics.update({f"{name}/{k}": v for k, v in result.metrics.items()})
+        metrics["loss"] = float(total.detach())
+        return ObjectiveResult(total, metrics)
