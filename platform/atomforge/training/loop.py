@@ -1,0 +1,332 @@
+"""The per-worker training function run by Ray Train's TorchTrainer (and directly, in local mode).
+
+Every rank builds the same model from the same seed, reads its own slice of every task's shards
+through its mixer, computes the objective mix on atom-budget micro-batches and all-reduces the
+gradients. Gradients are averaged explicitly (one flattened all-reduce per step, on the gloo or
+NCCL process group Ray Train set up) rather than through DDP's reducer: objectives call the model
+several times per step (SCD's two passes, DeNS) and per-task heads go unused on some ranks, which
+DDP's bucketed hooks do not support without `find_unused_parameters` and a static graph.
+Randomness (task draws, objective noise, dropout) is seeded by (seed, rank, step, micro-batch), so
+a resumed run repeats an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray.train
+import torch
+import torch.distributed as dist
+
+from atomforge.storage import filesystem
+from atomforge.training import checkpoint as ckpt
+from atomforge.training.config import TrainConfig, to_jsonable
+from atomforge.training.data import (
+    batch_to,
+    build_mixer,
+    open_source,
+    resolve_spec,
+    to_batch,
+    validation_rows,
+)
+from atomforge.training.metrics import MetricsLogger
+from atomforge.training.optim import build_ema, build_optimizer, build_scheduler, clip_gradients
+from atomforge.training.runtime import build_model, build_objective, objective_context
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Worker:
+    """The state of one training worker; `run()` trains to `config.max_steps`."""
+
+    def __init__(self, config: TrainConfig, resume: bool):
+        context = ray.train.get_context()
+        self.config, self.resume = config, resume
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.local_mode = config.scaling.num_workers == 0
+        self.device = ray.train.torch.get_device() if config.scaling.use_gpu else torch.device("cpu")
+        self.sources = {name: open_source(name, task.url) for name, task in config.data.tasks.items()}
+        self.specs = {name: resolve_spec(task.spec, self.sources[name]) for name, task in config.data.tasks.items()}
+        self.task_index = {name: i for i, name in enumerate(self.specs)}
+        torch.manual_seed(config.seed)  # identical initial weights on every rank
+        self.model = build_model(config.model, self.specs).to(self.device)
+        self._broadcast_parameters()
+        self.objective = build_objective(config.objectives, self.model)
+        self.graph_params = {name: source.graph for name, source in self.sources.items()}
+        self.ema = build_ema(self.model, config.optim.ema_decay)
+        self.optimizer = build_optimizer(self.model, config.optim)
+        self.scheduler = build_scheduler(self.optimizer, config.max_steps, config.optim)
+        self.amp = AMP_DTYPES.get(config.scaling.amp) if self.device.type == "cuda" else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp is torch.float16)
+        self.mixer = build_mixer(config.data, self.sources, config.seed, self.rank, self.world)
+        self.val_rows = validation_rows(config.data, self.sources, self.rank, self.world)
+        self.step = 0
+        self.window: dict[str, list[float]] = {}
+        self.logger = None
+        if self.rank == 0:
+            local_logs, remote = _log_dirs(config.checkpoint.output)
+            self.logger = MetricsLogger(local_logs, remote, config.max_steps)
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> dict[str, float]:
+        self._restore()
+        last: dict[str, float] = {}
+        started, structures = time.time(), 0
+        while self.step < self.config.max_steps:
+            self._maybe_fail()
+            metrics = self.train_step()
+            structures += int(metrics.pop("num_structures"))
+            self.step += 1
+            for k, v in metrics.items():
+                self.window.setdefault(k, []).append(v)
+            if self.step % self.config.log_every == 0 or self.step == self.config.max_steps:
+                elapsed = max(time.time() - started, 1e-9)
+                last = self._log_train(structures / elapsed)
+                started, structures = time.time(), 0
+            if self.config.val_every and self.step % self.config.val_every == 0:
+                last.update(self.validate())
+            if self.step % self.config.checkpoint.every_steps == 0 or self.step == self.config.max_steps:
+                self._save(last)
+        if self.logger is not None:
+            self.logger.close()
+        return last
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step over `grad_accum` micro-batches; returns this rank's metrics."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        accum = self.config.optim.grad_accum
+        sums: dict[str, float] = {}
+        num_structures = 0
+        for micro in range(accum):
+            items = self.mixer.micro_batch(self.step, micro)
+            num_structures += len(items)
+            batch = batch_to(to_batch(items, self.specs, self.task_index), self.device)
+            torch.manual_seed(_seed(self.config.seed, 0, self.rank, self.step, micro))
+            context = objective_context(self._generator(0, micro), self.step, self.config.max_steps,
+                                        self.specs, training=True, graph_params=self.graph_params)
+            with self._autocast():
+                result = self.objective.run(self.model, batch, context)
+            self.scaler.scale(result.loss / accum).backward()
+            for k, v in result.metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v) / accum
+            sums["loss"] = sums.get("loss", 0.0) + float(result.loss.detach()) / accum
+        self._all_reduce_gradients()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = clip_gradients(self.model, self.config.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return {**sums, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0],
+                "num_structures": num_structures}
+
+    @torch.no_grad()
+    def _all_reduce_gradients(self) -> None:
+        if self.world == 1:
+            return
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset:offset + n].view_as(p).clone()
+            offset += n
+
+    def validate(self) -> dict[str, float]:
+        """Objective metrics of the EMA model (or the model) on each task's validation rows."""
+        model = self.ema.module if self.ema is not None else self.model
+        model.eval()
+        sums: dict[str, float] = {}
+        for task, rows in self.val_rows.items():
+            for index, items in enumerate(_val_batches(task, rows, self.config.data.max_atoms)):
+                batch = batch_to(to_batch(items, self.specs, self.task_index), self.device)
+                context = objective_context(self._generator(1, index), self.step, self.config.max_steps,
+                                            self.specs, training=False, graph_params=self.graph_params)
+                with self._autocast():
+                    result = self.objective.run(model, batch, context)
+                n = len(items)
+                for k, v in {**result.metrics, "loss": float(result.loss.detach())}.items():
+                    name = f"{task}/{k}"
+                    sums[name] = sums.get(name, 0.0) + float(v) * n
+                sums[f"{task}/num"] = sums.get(f"{task}/num", 0.0) + n
+        merged = _sum_dicts(self._gather(sums))
+        metrics = {}
+        for name, total in merged.items():
+            task = name.split("/")[0]
+            if not name.endswith("/num") and merged.get(f"{task}/num"):
+                metrics[f"val/{name}"] = total / merged[f"{task}/num"]
+        if self.logger is not None and metrics:
+            self.logger.log(self.step, metrics, kind="val")
+        return metrics
+
+    # ------------------------------------------------------------------ metrics
+    def _log_train(self, structures_per_s: float) -> dict[str, float]:
+        local = {k: float(np.mean(v)) for k, v in self.window.items()}
+        self.window = {}
+        gathered = self._gather({"metrics": local, "seen": self.mixer.samples_seen, "rate": structures_per_s})
+        names = sorted({k for g in gathered for k in g["metrics"]})
+        metrics = {k: float(np.mean([g["metrics"][k] for g in gathered if k in g["metrics"]])) for k in names}
+        seen = _sum_dicts([g["seen"] for g in gathered])
+        total = max(sum(seen.values()), 1)
+        probabilities = dict(zip(self.mixer.task_names, self.mixer.probabilities))
+        for task in self.mixer.task_names:
+            metrics[f"seen/{task}"] = seen[task]
+            metrics[f"share/{task}"] = seen[task] / total
+            metrics[f"expected/{task}"] = float(probabilities[task])
+        metrics["structures_per_s"] = float(sum(g["rate"] for g in gathered))
+        if self.logger is not None:
+            self.logger.log(self.step, metrics)
+        return metrics
+
+    def _gather(self, value: Any) -> list[Any]:
+        if self.world == 1:
+            return [value]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, value)
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self, mixers: list[dict]) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "world_size": self.world,
+            "model": self.model.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "mixers": mixers,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def _save(self, metrics: Mapping[str, float]) -> None:
+        mixers = self._gather(self.mixer.state_dict())
+        name = ckpt.checkpoint_name(self.step)
+        report = {"step": self.step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+        if self.rank != 0:
+            ray.train.report(report, checkpoint=None)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            model_json = self.model.config_dict() if hasattr(self.model, "config_dict") else None
+            ckpt.write_checkpoint(Path(tmp), self._state(mixers), to_jsonable(self.config), model_json)
+            if self.local_mode:
+                ckpt.upload(Path(tmp), self.config.checkpoint.output, name, self.config.checkpoint.num_to_keep)
+            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+        self.logger.sync()
+
+    def _restore(self) -> None:
+        state = self._load_state()
+        if state is None:
+            return
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        if state["world_size"] == self.world:
+            self.mixer.load_state_dict(state["mixers"][self.rank])
+        else:  # a different worker count cannot continue the same rows: start every stream's next epoch
+            for stream, saved in zip(self.mixer.streams.values(), state["mixers"][0]["streams"].values()):
+                stream.load_state_dict({"epoch": int(saved["epoch"]) + 1, "position": 0})
+        if self.logger is not None:
+            print(f"resumed from step {self.step}", flush=True)
+
+    def _load_state(self) -> dict[str, Any] | None:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as directory:
+                return ckpt.read_state(directory)
+        if not (self.resume and self.local_mode):
+            return None
+        url = ckpt.latest_checkpoint(self.config.checkpoint.output)
+        if url is None:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            return ckpt.read_state(ckpt.download(url, Path(tmp)))
+
+    # ------------------------------------------------------------------ helpers
+    def _maybe_fail(self) -> None:
+        fault = self.config.fault
+        rank = fault.rank if fault.rank >= 0 else self.world - 1
+        if fault.at_step is None or self.step != fault.at_step or self.rank != rank:
+            return
+        fs, root = filesystem(self.config.checkpoint.output)
+        marker = f"{root}/fault_injected_at_{fault.at_step}"
+        if fs.exists(marker):
+            return
+        fs.makedirs(root, exist_ok=True)
+        fs.pipe_file(marker, b"injected\n")
+        print(f"fault injection: rank {self.rank} fails at step {self.step} ({fault.mode})", flush=True)
+        if fault.mode == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"injected failure at step {self.step} on rank {self.rank}")
+
+    def _generator(self, stream: int, micro: int) -> torch.Generator:
+        return torch.Generator(self.device).manual_seed(_seed(self.config.seed, stream + 1, self.rank, self.step, micro))
+
+    def _autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def _broadcast_parameters(self) -> None:
+        if self.world == 1:
+            return
+        with torch.no_grad():
+            for tensor in list(self.model.parameters()) + list(self.model.buffers()):
+                dist.broadcast(tensor.data, src=0)
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """`train_loop_per_worker` of the TorchTrainer: {"config": TrainConfig, "resume": bool}."""
+    Worker(loop_config["config"], loop_config.get("resume", False)).run()
+
+
+def _val_batches(task: str, rows: list[dict], max_atoms: int):
+    batch, total = [], 0
+    for row in rows:
+        n = int(row["num_atoms"])
+        if batch and total + n > max_atoms:
+            yield batch
+            batch, total = [], 0
+        batch.append((task, row))
+        total += n
+    if batch:
+        yield batch
+
+
+def _sum_dicts(dicts) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def _seed(*parts: int) -> int:
+    """A torch seed from (seed, stream, rank, step, micro); streams >= 1 never collide with the mixer's."""
+    return int(np.random.default_rng(list(parts)).integers(0, 2**62))
+
+
+def _log_dirs(output: str) -> tuple[Path, str | None]:
+    """(local folder for logs, remote output to copy them to or None)."""
+    fs, root = filesystem(output)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        return Path(root) / "logs", None
+    return Path(tempfile.mkdtemp(prefix="atomforge-logs-")), output
