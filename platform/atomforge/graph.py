@@ -99,7 +99,10 @@ def _radius_pairs(positions: np.ndarray, cell, pbc, cutoff: float):
 
 def _order(src, dst, shifts, distance) -> np.ndarray:
     """Permutation sorting edges by (dst, distance, src, shift)."""
-    return np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], src, np.round(distance, TIE_DECIMALS), dst))
+    # The three shift components packed into one int64 key (|shift| < 2^15 per axis).
+    packed = (shifts + 2**15).astype(np.int64)
+    shift_key = (packed[:, 0] << 32) | (packed[:, 1] << 16) | packed[:, 2]
+    return np.lexsort((shift_key, src, np.round(distance, TIE_DECIMALS), dst))
 
 
 def _rank_in_group(dst_sorted: np.ndarray, num_atoms: int) -> np.ndarray:
