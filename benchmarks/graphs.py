@@ -18,11 +18,10 @@ import torch
 import vesin
 from ase.build import add_adsorbate, bulk, fcc111, molecule
 from ase.neighborlist import neighbor_list
-from matscipy.neighbours import neighbour_list as matscipy_list
-from torch_geometric.data import Data
-
 from atomforge.graph import _vesin_box, neighbor_graph
 from atomforge.schema import from_ase, rows_to_table, to_row
+from matscipy.neighbours import neighbour_list as matscipy_list
+from torch_geometric.data import Data
 
 
 def oc20_like_slab():
@@ -94,24 +93,26 @@ def bytes_per_structure(atoms, cutoff, copies=100):
     return buf.tell() / copies, pickled / copies, edges // copies
 
 
+def time_case(name, atoms, cutoff, repeats) -> dict:
+    """Best-of-`repeats` wall time (ms) of each neighbor-list implementation on one structure."""
+    s = from_ase(atoms, name)
+    box, periodic = _vesin_box(s.cell, s.pbc)
+    nl = vesin.NeighborList(cutoff=cutoff, full_list=True)
+    bare = best_time(lambda: nl.compute(points=s.positions, box=box, periodic=periodic, quantities="ijS"), repeats)
+    ours = best_time(lambda: neighbor_graph(s, cutoff), repeats)
+    ase_ms = best_time(lambda: neighbor_list("ijS", atoms, cutoff), max(1, repeats // 2))
+    msp = best_time(lambda: matscipy_list("ijS", atoms, cutoff), repeats) if atoms.pbc.any() else float("nan")
+    naive = best_time(lambda: torch_all_pairs(atoms, cutoff), max(1, repeats // 2))
+    return {"case": name, "bare_vesin_ms": bare, "atomforge_ms": ours, "ase_ms": ase_ms, "matscipy_ms": msp,
+            "torch_all_pairs_ms": naive, "speedup_vs_ase": ase_ms / ours, "speedup_vs_torch": naive / ours}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", default="bench_out/graphs.json")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    rows = []
-    for name, atoms, cutoff in cases():
-        s = from_ase(atoms, name)
-        ours = best_time(lambda: neighbor_graph(s, cutoff), args.repeats)
-        box, periodic = _vesin_box(s.cell, s.pbc)
-        nl = vesin.NeighborList(cutoff=cutoff, full_list=True)
-        bare = best_time(lambda: nl.compute(points=s.positions, box=box, periodic=periodic, quantities="ijS"), args.repeats)
-        ase_ms = best_time(lambda: neighbor_list("ijS", atoms, cutoff), max(1, args.repeats // 2))
-        box = atoms if atoms.pbc.any() else None
-        msp = best_time(lambda: matscipy_list("ijS", box, cutoff), args.repeats) if box is not None else float("nan")
-        naive = best_time(lambda: torch_all_pairs(atoms, cutoff), max(1, args.repeats // 2))
-        rows.append({"case": name, "atomforge_ms": ours, "bare_vesin_ms": bare, "ase_ms": ase_ms, "matscipy_ms": msp, "torch_all_pairs_ms": naive,
-                     "speedup_vs_ase": ase_ms / ours, "speedup_vs_torch": naive / ours})
+    rows = [time_case(name, atoms, cutoff, args.repeats) for name, atoms, cutoff in cases()]
     size = []
     for name, atoms, cutoff in cases()[:3]:
         parquet, pickled, edges = bytes_per_structure(atoms, cutoff)
