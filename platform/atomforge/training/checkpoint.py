@@ -79,6 +79,7 @@ def upload(local: Path, output: str, name: str, num_to_keep: int) -> None:
     fs, root = filesystem(output)
     fs.makedirs(root, exist_ok=True)
     target = f"{root}/{name}"
+    fs.makedirs(target, exist_ok=True)
     for path in sorted(local.iterdir(), key=lambda p: p.name == STATE_FILE):  # state.pt last
         fs.put_file(str(path), f"{target}/{path.name}")
     fs.invalidate_cache(root)

@@ -159,7 +159,9 @@ class Worker:
                     result = self.objective.run(model, batch, context)
                 n = len(items)
                 for k, v in {**result.metrics, "loss": float(result.loss.detach())}.items():
-                    name = f"{task}/{k}"
+                    if k.endswith("/weight"):
+                        continue
+                    name = f"{task}/{k.replace(f'/{task}', '')}"
                     sums[name] = sums.get(name, 0.0) + float(v) * n
                 sums[f"{task}/num"] = sums.get(f"{task}/num", 0.0) + n
         merged = _sum_dicts(self._gather(sums))

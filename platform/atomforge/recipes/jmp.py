@@ -1,0 +1,153 @@
+"""JMP-style pretraining recipes: each function returns a whole `TrainConfig`; variants derive from a base.
+
+    debug_cpu()        2 CPU workers, tiny PaiNN, the demo shards: the `make demo` pretraining (minutes)
+    jmp_s(), jmp_l()   GPU runs with JMP's task table (cutoffs, loss scales), T = 2 and JMP's optimiser
+    derivative_ff()    the supervised loss replaced by derivative force-field pretraining (E + F + S)
+
+`python jobs/jmp_pretrain.py --recipe NAME` looks the function up in `RECIPES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+from atomforge.models.painn import PaiNNConfig
+from atomforge.objectives import DerivativeForceField, JMPSupervised, MixEntry
+from atomforge.tasks import JMP_TASKS
+from atomforge.training.config import (
+    CheckpointConfig,
+    DataConfig,
+    OptimConfig,
+    ScalingConfig,
+    TaskData,
+    TrainConfig,
+)
+
+PRETRAIN_TASKS = ("oc20", "oc22", "ani1x", "transition1x")
+DEMO_SHARDS = "data/demo/shards"  # `make demo` writes one published dataset per corpus under this root
+
+
+def task_table(urls: Mapping[str, str], **spec_changes) -> dict[str, TaskData]:
+    """JMP's task table (tasks.JMP_TASKS) with data URLs; `spec_changes` apply to every TaskSpec."""
+    return {name: TaskData(dataclasses.replace(JMP_TASKS[name], **spec_changes), url) for name, url in urls.items()}
+
+
+def mix(*entries: MixEntry) -> dict[str, MixEntry]:
+    """An objective mix keyed by objective name."""
+    return {entry.objective.name: entry for entry in entries}
+
+
+def with_objectives(config: TrainConfig, *entries: MixEntry, name: str | None = None) -> TrainConfig:
+    """`config` with another objective mix (and run name)."""
+    return dataclasses.replace(config, objectives=mix(*entries), name=name or config.name)
+
+
+# ------------------------------------------------------------------ CPU
+def debug_cpu() -> TrainConfig:
+    """The demo: 4 tasks from the demo shards, tiny PaiNN, 2 gloo workers, 60 steps in a few minutes."""
+    model = PaiNNConfig.tiny()
+    return TrainConfig(
+        name="debug_cpu",
+        data=DataConfig(
+            tasks=task_table({t: f"{DEMO_SHARDS}/{t}" for t in PRETRAIN_TASKS}, cutoff=model.cutoff, max_neighbors=20),
+            temperature=2.0,
+            max_atoms=192,
+            chunk_rows=16,
+            shuffle_rows=64,
+            val_max_structures=24,
+        ),
+        model=model,
+        objectives=mix(MixEntry(JMPSupervised())),
+        optim=OptimConfig(lr=1e-3, warmup_steps=10, ema_decay=0.9),
+        scaling=ScalingConfig(num_workers=2, max_failures=1),
+        checkpoint=CheckpointConfig(output="runs/debug_cpu", every_steps=20, num_to_keep=2),
+        max_steps=60,
+        log_every=5,
+        val_every=30,
+    )
+
+
+# ------------------------------------------------------------------ GPU
+def jmp_s() -> TrainConfig:
+    """JMP-S-like: JMP's table and optimiser (AdamW 3e-4, (0.9, 0.95), wd 0.1, 2000 warmup steps from
+    0.2·lr, cosine to 0.1·lr, clip 1, EMA 0.99), T = 2, bf16, 8 GPUs; PaiNN stands in for GemNet-OC."""
+    return TrainConfig(
+        name="jmp_s",
+        data=DataConfig(
+            tasks=task_table({t: f"s3://atomforge/shards/{t}" for t in PRETRAIN_TASKS}),
+            temperature=2.0,
+            max_atoms=1024,
+            chunk_rows=1024,
+            shuffle_rows=16384,
+            val_max_structures=2048,
+        ),
+        model=PaiNNConfig.small(),
+        objectives=mix(MixEntry(JMPSupervised())),
+        optim=OptimConfig(),
+        scaling=ScalingConfig(num_workers=8, use_gpu=True, cpus_per_worker=8, amp="bf16", max_failures=3),
+        checkpoint=CheckpointConfig(output="s3://atomforge/runs/jmp_s", every_steps=2000, num_to_keep=3),
+        max_steps=200_000,
+        log_every=50,
+        val_every=5000,
+    )
+
+
+def jmp_l() -> TrainConfig:
+    """JMP-L-like: the large backbone on 32 GPUs, otherwise jmp_s."""
+    base = jmp_s()
+    return dataclasses.replace(
+        base,
+        name="jmp_l",
+        model=PaiNNConfig.large(),
+        data=dataclasses.replace(base.data, max_atoms=512),
+        scaling=dataclasses.replace(base.scaling, num_workers=32),
+        checkpoint=dataclasses.replace(base.checkpoint, output="s3://atomforge/runs/jmp_l"),
+        max_steps=400_000,
+    )
+
+
+# ------------------------------------------------------------------ objective mixes
+def derivative_ff() -> TrainConfig:
+    """Derivative force-field pretraining (forces -∂E/∂x, stress from strain), energy:force:stress 1:500:500."""
+    return with_objectives(jmp_s(), MixEntry(DerivativeForceField()), name="derivative_ff")
+
+
+def debug_derivative_ff() -> TrainConfig:
+    """derivative_ff on the demo setup (CPU)."""
+    return with_objectives(debug_cpu(), MixEntry(DerivativeForceField(force_weight=10.0, stress_weight=10.0)),
+                           name="debug_derivative_ff")
+
+
+RECIPES: dict[str, Callable[[], TrainConfig]] = {
+    "debug_cpu": debug_cpu,
+    "debug_derivative_ff": debug_derivative_ff,
+    "jmp_s": jmp_s,
+    "jmp_l": jmp_l,
+    "derivative_ff": derivative_ff,
+}
+
+
+def recipe(name: str) -> TrainConfig:
+    """The config of recipe `name`; ValueError listing the known names otherwise."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
+    return RECIPES[name]()
+
+
+def with_data(config: TrainConfig, urls: Mapping[str, str]) -> TrainConfig:
+    """`config` with some tasks' data URLs replaced (`--data TASK=URL`); unknown task names are an error."""
+    unknown = sorted(set(urls) - set(config.data.tasks))
+    if unknown:
+        raise ValueError(f"--data: unknown task(s) {unknown}; tasks of {config.name}: {sorted(config.data.tasks)}")
+    tasks = {t: dataclasses.replace(d, url=urls.get(t, d.url)) for t, d in config.data.tasks.items()}
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, tasks=tasks))
+
+
+def only_tasks(config: TrainConfig, names: tuple[str, ...]) -> TrainConfig:
+    """`config` restricted to some tasks (used by tests and small runs)."""
+    tasks = {t: config.data.tasks[t] for t in names}
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, tasks=tasks))
+
+
+__all__ = ["RECIPES", "debug_cpu", "jmp_s", "jmp_l", "derivative_ff", "recipe", "with_data"]

@@ -1,0 +1,71 @@
+"""Launching a run on Ray Train: the TorchTrainer, its storage, failure and scaling settings, from a TrainConfig."""
+
+from __future__ import annotations
+
+import json
+
+import ray.train
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from atomforge.storage import arrow_filesystem, filesystem
+from atomforge.training.checkpoint import latest_checkpoint
+from atomforge.training.config import TrainConfig, to_jsonable
+from atomforge.training.loop import train_worker
+
+
+def storage(output: str) -> tuple[str, str, object]:
+    """(storage_path, run name, pyarrow filesystem) for a run directory URL (local path or s3://...)."""
+    fs, root = filesystem(output)
+    parent, _, name = root.rstrip("/").rpartition("/")
+    if not name:
+        raise ValueError(f"checkpoint.output must name a run directory, got {output!r}")
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        return parent or ".", name, None
+    return parent, name, arrow_filesystem(fs)
+
+
+def check_output(config: TrainConfig, resume: bool) -> None:
+    """Refuse to train into a run directory that already holds checkpoints unless resuming."""
+    existing = latest_checkpoint(config.checkpoint.output)
+    if existing and not resume:
+        raise ValueError(f"{config.checkpoint.output} already holds checkpoints ({existing}); "
+                         "pass --resume to continue it or choose another --output")
+
+
+def write_resolved_config(config: TrainConfig) -> None:
+    """`<output>/config.json`: the resolved config of the run (also inside every checkpoint)."""
+    fs, root = filesystem(config.checkpoint.output)
+    fs.makedirs(root, exist_ok=True)
+    fs.pipe_file(f"{root}/config.json", json.dumps(to_jsonable(config), indent=2).encode())
+
+
+def build_trainer(config: TrainConfig, resume: bool = False) -> TorchTrainer:
+    """A TorchTrainer running `train_worker` with the config's workers, storage and failure policy.
+
+    With the same output, Ray Train restores its checkpoint bookkeeping and hands the workers the
+    latest checkpoint (`ray.train.get_checkpoint()`); a failed worker group restarts from it.
+    """
+    storage_path, name, storage_fs = storage(config.checkpoint.output)
+    scaling = config.scaling
+    return TorchTrainer(
+        train_worker,
+        train_loop_config={"config": config, "resume": resume},
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker} | ({"GPU": 1} if scaling.use_gpu else {}),
+        ),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=storage_path, storage_filesystem=storage_fs,
+            failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.checkpoint.num_to_keep),
+        ),
+    )
+
+
+def train(config: TrainConfig, resume: bool = False):
+    """Run `config` to completion on the connected Ray cluster; returns Ray Train's Result."""
+    check_output(config, resume)
+    write_resolved_config(config)
+    return build_trainer(config, resume).fit()

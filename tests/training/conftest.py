@@ -1,0 +1,91 @@
+"""Fixtures for training tests: small published shard datasets (Parquet + manifest) built in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from atomforge.graph import neighbor_graph
+from atomforge.schema import Structure, rows_to_table, to_row
+
+CUTOFF, SKIN, K = 5.0, 0.5, 20
+
+
+def synthetic_structure(task: str, index: int, rng: np.random.Generator, periodic: bool) -> Structure:
+    """A small molecule or periodic cell with smooth labels (a pair potential), for loop tests."""
+    n = int(rng.integers(3, 9))
+    if periodic:
+        cell = np.eye(3) * 6.0
+        pos = rng.uniform(0, 6.0, size=(n, 3))
+    else:
+        cell = None
+        pos = rng.normal(scale=1.2, size=(n, 3))
+    pos = _spread(pos, cell)
+    z = rng.choice([1, 6, 8], size=n)
+    diff = pos[:, None] - pos[None]
+    if periodic:
+        diff -= 6.0 * np.round(diff / 6.0)
+    r = np.linalg.norm(diff, axis=-1) + np.eye(n)
+    pair = np.exp(-r) * (1 - np.eye(n))
+    energy = -0.5 * pair.sum() - 1.5 * n
+    forces = -(pair / r)[..., None].__mul__(diff).sum(axis=1)
+    return Structure(f"{task}-{index}", z, pos, cell=cell, pbc=np.full(3, periodic), energy=energy, forces=forces,
+                     dataset=task, frame_kind="relax")
+
+
+def _spread(pos, cell):
+    for _ in range(50):
+        diff = pos[:, None] - pos[None]
+        if cell is not None:
+            diff -= 6.0 * np.round(diff / 6.0)
+        d = np.linalg.norm(diff, axis=-1) + np.eye(len(pos)) * 10
+        if d.min() > 0.9:
+            return pos
+        i = np.unravel_index(np.argmin(d), d.shape)[0]
+        pos[i] += 0.7
+    return pos
+
+
+def write_shards(root: Path, task: str, num: dict[str, int], periodic: bool, seed: int = 0, shard_size: int = 40) -> str:
+    """Publish `num[split]` synthetic structures of `task` under root/task; returns the URL."""
+    rng = np.random.default_rng(seed)
+    out = root / task
+    shards, energies, force_sq, natoms = [], [], [], []
+    for split, count in num.items():
+        structures = [synthetic_structure(task, i + 1000 * len(shards), rng, periodic) for i in range(count)]
+        for part, start in enumerate(range(0, count, shard_size)):
+            chunk = structures[start:start + shard_size]
+            rows = [to_row(s, neighbor_graph(s, CUTOFF, K + 10, skin=SKIN), split=split) for s in chunk]
+            rel = f"v-test/{split}/{task}-{part:04d}.parquet"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(rows_to_table(rows), out / rel)
+            shards.append({"path": rel, "format": "parquet", "split": split, "datasets": [task], "rows": len(rows)})
+        for s in structures:
+            energies.append(s.energy / s.num_atoms)
+            force_sq.append((s.forces**2).mean())
+            natoms.append(s.num_atoms)
+    manifest = {
+        "schema_version": "1.0", "formats": ["parquet"], "shards": shards,
+        "graph": {"cutoff": CUTOFF, "skin": SKIN, "max_neighbors": K, "k_store": K + 10, "tie_rule": "strict"},
+        "datasets": {task: {"energy_convention": "total"}},
+        "counts": {"splits": {s: {"rows": c} for s, c in num.items()}},
+        "statistics": {task: {"linear_reference": {"1": -1.5, "6": -1.5, "8": -1.5}, "energy_mean": 0.0,
+                              "energy_std": float(np.std(energies) * np.mean(natoms)) or 1.0,
+                              "force_rms": float(np.sqrt(np.mean(force_sq)))}},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory) -> dict[str, str]:
+    """Two tasks (a molecular one, 'ani1x', and a periodic one, 'oc20') with train/val splits: task -> URL."""
+    root = tmp_path_factory.mktemp("shards")
+    return {
+        "ani1x": write_shards(root, "ani1x", {"train": 120, "val": 16}, periodic=False, seed=1),
+        "oc20": write_shards(root, "oc20", {"train": 40, "val": 8}, periodic=True, seed=2),
+    }
