@@ -1,0 +1,73 @@
+"""JMP-style multi-task pretraining on Ray Train.
+
+    python jobs/jmp_pretrain.py --recipe debug_cpu --data oc20=data/demo/shards/oc20 ...
+    ray job submit --working-dir . -- python jobs/jmp_pretrain.py --recipe jmp_s --output s3://bucket/runs/x
+
+Runs on the Ray cluster at RAY_ADDRESS (a `ray job submit` sets it) or starts a local one. Storage
+credentials and endpoints come from the environment (AWS_* variables, read by s3fs/botocore on
+every node), never from flags. See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import ray
+from atomforge.recipes.jmp import RECIPES, recipe, with_data
+from atomforge.training.config import apply_overrides
+from atomforge.training.launch import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", required=True, choices=sorted(RECIPES), help="run recipe (atomforge.recipes.jmp)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=VALUE",
+                        help="override a typed config field, e.g. --set optim.lr=1e-4 (repeatable)")
+    parser.add_argument("--data", action="append", default=[], metavar="TASK=URL",
+                        help="shard dataset (manifest root) of a task, any fsspec URL (repeatable)")
+    parser.add_argument("--output", help="run directory (local path or s3://...); checkpoints and logs go here")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    parser.add_argument("--num-workers", type=int, help="Ray Train workers (0 = in the driver process)")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace):
+    config = recipe(args.recipe)
+    urls = dict(item.split("=", 1) for item in args.data if "=" in item)
+    if len(urls) != len(args.data):
+        raise SystemExit(f"--data expects TASK=URL, got {args.data}")
+    config = with_data(config, urls)
+    overrides = list(args.overrides)
+    if args.output:
+        overrides.append(f"checkpoint.output={args.output}")
+    if args.num_workers is not None:
+        overrides.append(f"scaling.num_workers={args.num_workers}")
+    return apply_overrides(config, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = build_config(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if config.scaling.num_workers > 0 and not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):  # a cluster: the image or the job's runtime_env provides atomforge
+            ray.init(address=os.environ["RAY_ADDRESS"])
+        else:  # a local Ray started here: its workers import atomforge from this checkout
+            path = os.pathsep.join(filter(None, [str(REPO / "platform"), os.environ.get("PYTHONPATH")]))
+            ray.init(runtime_env={"env_vars": {"PYTHONPATH": path}})
+    result = train(config, resume=args.resume)
+    print(f"done: step {result.metrics.get('step') if result.metrics else None}, "
+          f"checkpoint {result.checkpoint.path if result.checkpoint else None}, output {config.checkpoint.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
