@@ -154,7 +154,8 @@ def _aselmdb_record(reader, atoms, meta: dict, source: str, key: str, frame_kind
                             f"{source}: {system_id}: field 'reference_energy' or 'energy' missing")
             return
         extra = {"energy": float(total) - float(reference), "total_energy": float(total)}
-    yield record_from_atoms(atoms, source, system_id, dataset=dataset, group_id=system_id,
+    group_id = f"{dataset}/{meta['sid']}" if "sid" in meta else system_id  # one relaxation = one group
+    yield record_from_atoms(atoms, source, system_id, dataset=dataset, group_id=group_id,
                             frame_kind=frame_kind, **extra)
 
 

@@ -1,0 +1,188 @@
+"""Demo OC20 / OC22 corpora: ASE EMT relaxations of small adsorbates on EMT-metal slabs.
+
+Written in the real raw layouts (OC20 S2EF extxyz + txt pairs; OC22 trajectories and an
+`.aselmdb`), but labelled by EMT, not RPBE/PBE DFT, on pure fcc metals, not oxides.
+OC20 tags: 0 sub-surface, 1 surface, 2 adsorbate; the bottom layers are fixed (FixAtoms ->
+move_mask False) and their forces are zero, as in OC20. Reference energy = relaxed clean-slab
+energy + Σ gas-phase atomic references (H from H2, O from H2O - H2, C from CO - O, N from N2),
+all EMT, so `energy - reference` is an EMT adsorption energy.
+"""
+
+from __future__ import annotations
+
+import lzma
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+METALS = ("Cu", "Pt", "Ni", "Al", "Ag", "Au", "Pd")
+FACETS = ("fcc111", "fcc100")
+ADSORBATES = ("O", "H", "C", "N", "CO", "OH")
+GAS_REFERENCE = {"H": (("H2", 0.5),), "O": (("H2O", 1.0), ("H2", -1.0)),
+                 "C": (("CO", 1.0), ("H2O", -1.0), ("H2", 1.0)), "N": (("N2", 0.5),)}
+S2EF_PROPERTIES = "species:S:1:pos:R:3:move_mask:L:1:tags:I:1:forces:R:3"
+LEVEL_OF_THEORY = "ASE EMT (effective medium theory), not VASP RPBE/PBE DFT"
+
+
+def emt_slab(metal: str, facet: str):
+    """A (2, 2, 3) EMT slab with OC20 tags (top layer 1, below 0) and the bottom two layers fixed."""
+    from ase import build
+    from ase.calculators.emt import EMT
+    from ase.constraints import FixAtoms
+
+    slab = getattr(build, facet)(metal, size=(2, 2, 3), vacuum=7.0)
+    layer = slab.get_tags()  # ASE: 1 = top layer, increasing downwards
+    slab.set_tags(np.where(layer == 1, 1, 0))
+    slab.set_constraint(FixAtoms(mask=layer >= 2))
+    slab.calc = EMT()
+    return slab
+
+
+def relax(atoms, max_steps: int, fmax: float = 0.05) -> list:
+    """Frames of a BFGS relaxation (first frame = start), each a copy with a SinglePointCalculator."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.optimize import BFGS
+
+    frames = []
+
+    def record() -> None:
+        frame = atoms.copy()
+        frame.calc = SinglePointCalculator(frame, energy=atoms.get_potential_energy(),
+                                           free_energy=atoms.get_potential_energy(), forces=atoms.get_forces())
+        frames.append(frame)
+
+    optimizer = BFGS(atoms, logfile=None)
+    optimizer.attach(record, interval=1)
+    optimizer.run(fmax=fmax, steps=max_steps)
+    return frames
+
+
+def gas_references() -> dict[str, float]:
+    """EMT atomic reference energies (eV) from gas-phase molecules, OC20's scheme."""
+    from ase.build import molecule
+    from ase.calculators.emt import EMT
+
+    energies = {}
+    for name in ("H2", "H2O", "CO", "N2"):
+        mol = molecule(name)
+        mol.calc = EMT()
+        energies[name] = mol.get_potential_energy()
+    return {el: sum(w * energies[m] for m, w in terms) for el, terms in GAS_REFERENCE.items()}
+
+
+def adsorbate_relaxation(rng: np.random.Generator, max_steps: int, references: dict[str, float]):
+    """(frames, reference energy eV, description) of one random adsorbate on one random slab."""
+    from ase.build import add_adsorbate, molecule
+    from ase.calculators.emt import EMT
+    from ase.constraints import FixAtoms
+
+    metal, facet, name = rng.choice(METALS), rng.choice(FACETS), rng.choice(ADSORBATES)
+    slab = emt_slab(metal, facet)
+    clean = relax(_with_emt(slab), max_steps)
+    adsorbate = molecule(name) if len(name) > 1 else _atom(name)
+    position = rng.uniform(0.0, 1.0, 2) @ slab.cell.array[:2, :2]
+    system = slab.copy()
+    add_adsorbate(system, adsorbate, height=1.6 + rng.uniform(0, 0.4), position=position)
+    tags = system.get_tags()
+    tags[len(slab):] = 2
+    system.set_tags(tags)
+    system.set_constraint(FixAtoms(indices=slab.constraints[0].get_indices()))
+    system.calc = EMT()
+    frames = relax(system, max_steps)
+    reference = clean[-1].get_potential_energy() + sum(references[s] for s in adsorbate.get_chemical_symbols())
+    return frames, reference, f"{name} on {metal} {facet}"
+
+
+def _with_emt(atoms):
+    from ase.calculators.emt import EMT
+
+    copy = atoms.copy()
+    copy.calc = EMT()
+    return copy
+
+
+def _atom(symbol: str):
+    from ase import Atoms
+
+    return Atoms(symbol, positions=[(0.0, 0.0, 0.0)])
+
+
+def s2ef_frame_text(atoms) -> str:
+    """One frame in the OC20 S2EF extxyz flavour (exact header key order)."""
+    lattice = " ".join(f"{x:.8f}" for x in atoms.cell.array.reshape(-1))
+    energy = atoms.get_potential_energy()
+    fixed = np.zeros(len(atoms), dtype=bool)
+    for constraint in atoms.constraints:
+        fixed[constraint.get_indices()] = True
+    lines = [str(len(atoms)),
+             f'Lattice="{lattice}" Properties={S2EF_PROPERTIES} energy={energy:.8f} '
+             f'free_energy={energy:.8f} pbc="T T T"']
+    forces = atoms.get_forces()
+    for symbol, pos, free, tag, force in zip(atoms.get_chemical_symbols(), atoms.positions, ~fixed,
+                                             atoms.get_tags(), forces):
+        lines.append(f"{symbol:<2} {pos[0]:15.8f} {pos[1]:15.8f} {pos[2]:15.8f} {'T' if free else 'F'} "
+                     f"{tag:d} {force[0]:15.8f} {force[1]:15.8f} {force[2]:15.8f}")
+    return "\n".join(lines) + "\n"
+
+
+def write_oc20(out: Path, rng: np.random.Generator, num_systems: int, max_steps: int, systems_per_file: int) -> int:
+    """OC20 S2EF pairs `<i>.extxyz` + `<i>.txt` (odd-numbered pairs xz-compressed). Returns frames written."""
+    out.mkdir(parents=True, exist_ok=True)
+    references = gas_references()
+    num_frames, chunks = 0, [[]]
+    for _ in range(num_systems):
+        if len(chunks[-1]) == systems_per_file:
+            chunks.append([])
+        frames, reference, _ = adsorbate_relaxation(rng, max_steps, references)
+        chunks[-1].append((int(rng.integers(1, 2_500_000)), frames, reference))
+    for index, chunk in enumerate(chunks):
+        xyz = "".join(s2ef_frame_text(f) for _, frames, _ in chunk for f in frames)
+        txt = "".join(f"random{sid},frame{fid},{ref:.8f}\n" for sid, frames, ref in chunk for fid in range(len(frames)))
+        num_frames += sum(len(frames) for _, frames, _ in chunk)
+        if index % 2:
+            (out / f"{index}.extxyz.xz").write_bytes(lzma.compress(xyz.encode()))
+            (out / f"{index}.txt.xz").write_bytes(lzma.compress(txt.encode()))
+        else:
+            (out / f"{index}.extxyz").write_text(xyz)
+            (out / f"{index}.txt").write_text(txt)
+    return num_frames
+
+
+def write_oc22(out: Path, rng: np.random.Generator, num_systems: int, max_steps: int) -> int:
+    """OC22-style total-energy relaxations: even systems as ASE `.traj`, odd ones into one `.aselmdb`."""
+    from ase.io.trajectory import Trajectory
+
+    out.mkdir(parents=True, exist_ok=True)
+    references = gas_references()
+    lmdb_rows, num_frames = [], 0
+    for index in range(num_systems):
+        frames, _, _ = adsorbate_relaxation(rng, max_steps, references)
+        num_frames += len(frames)
+        if index % 2:
+            lmdb_rows += [(frame, {"sid": f"system{index}", "fid": fid}) for fid, frame in enumerate(frames)]
+            continue
+        with Trajectory(str(out / f"system{index}.traj"), "w") as traj:
+            for frame in frames:
+                traj.write(frame)
+    if lmdb_rows:
+        write_aselmdb(out / "relaxations.aselmdb", lmdb_rows)
+    return num_frames
+
+
+def write_aselmdb(path: Path, rows: list) -> None:
+    """fairchem ASE-LMDB: keys = row ids "1".., values = zlib(JSON ASE-db row); plus "nextid"."""
+    import lmdb
+    from ase.db.row import AtomsRow
+    from ase.io.jsonio import encode
+
+    env = lmdb.open(str(path), subdir=False, map_size=1 << 30, lock=False)
+    with env.begin(write=True) as txn:
+        for row_id, (atoms, key_value_pairs) in enumerate(rows, start=1):
+            row = AtomsRow(atoms)
+            dct = {k: v for k, v in row.__dict__.items() if not k.startswith("_")}
+            dct.update(id=row_id, key_value_pairs=key_value_pairs, constraints=row.constraints and
+                       [c.todict() for c in row.constraints])
+            txn.put(str(row_id).encode(), zlib.compress(encode(dct).encode()))
+        txn.put(b"nextid", zlib.compress(encode(len(rows) + 1).encode()))
+    env.close()
