@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from atomforge.graph import neighbor_graph
 from atomforge.schema import Structure, rows_to_table, to_row
 
@@ -81,11 +80,20 @@ def write_shards(root: Path, task: str, num: dict[str, int], periodic: bool, see
     return str(out)
 
 
+TINY_TASKS = {  # task: (train rows, val rows, periodic)
+    "oc20": (40, 8, True), "oc22": (24, 8, True), "ani1x": (120, 16, False), "transition1x": (60, 8, False),
+}
+
+
+def write_tiny_shards(root: Path) -> dict[str, str]:
+    """The four pretraining tasks of the debug recipe as tiny synthetic datasets: task -> URL."""
+    return {
+        task: write_shards(root, task, {"train": train, "val": val}, periodic=periodic, seed=i)
+        for i, (task, (train, val, periodic)) in enumerate(TINY_TASKS.items())
+    }
+
+
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory) -> dict[str, str]:
-    """Two tasks (a molecular one, 'ani1x', and a periodic one, 'oc20') with train/val splits: task -> URL."""
-    root = tmp_path_factory.mktemp("shards")
-    return {
-        "ani1x": write_shards(root, "ani1x", {"train": 120, "val": 16}, periodic=False, seed=1),
-        "oc20": write_shards(root, "oc20", {"train": 40, "val": 8}, periodic=True, seed=2),
-    }
+    """Four tasks (two periodic, two molecular) with train/val splits: task -> URL."""
+    return write_tiny_shards(tmp_path_factory.mktemp("shards"))

@@ -10,6 +10,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from atomforge.storage import arrow_filesystem, filesystem
 from atomforge.training.checkpoint import latest_checkpoint
 from atomforge.training.config import TrainConfig, to_jsonable
+from atomforge.training.data import open_source
 from atomforge.training.loop import train_worker
 
 
@@ -64,8 +65,17 @@ def build_trainer(config: TrainConfig, resume: bool = False) -> TorchTrainer:
     )
 
 
+def check_data(config: TrainConfig) -> None:
+    """Open every task's manifest in the driver, so a wrong URL fails before any worker starts."""
+    for name, task in config.data.tasks.items():
+        source = open_source(name, task.url)
+        if source.num_rows(config.data.train_split) == 0:
+            raise ValueError(f"task {name!r}: {task.url} has no {config.data.train_split!r} rows")
+
+
 def train(config: TrainConfig, resume: bool = False):
     """Run `config` to completion on the connected Ray cluster; returns Ray Train's Result."""
+    check_data(config)
     check_output(config, resume)
     write_resolved_config(config)
     return build_trainer(config, resume).fit()

@@ -3,7 +3,7 @@
 The task of every structure is drawn with probabilities p_t ∝ (N_t/ΣN)^(1/T) (JMP, T = 2), which
 equals JMP's "repeat the small datasets, then shuffle" in expectation and streams. The draws of
 micro-batch m of step s on rank r come from a generator seeded by (seed, rank, s, m) alone, and
-each task stream's position is part of the checkpoint, so the data of every step is a function of
+each task stream's position (and a draw that did not fit the previous batch) is part of the checkpoint, so the data of every step is a function of
 the seed and the step: an interrupted and resumed run sees exactly the rows an uninterrupted one does.
 """
 
@@ -67,6 +67,7 @@ class TaskMixer:
         self.seed, self.rank = seed, rank
         self.max_atoms, self.max_structures = max_atoms, max_structures
         self.samples_seen = dict.fromkeys(self.task_names, 0)
+        self.pending: str | None = None  # a task drawn that did not fit the previous batch
 
     def micro_batch(self, step: int, micro: int = 0) -> list[tuple[str, dict]]:
         """[(task name, row), ...] for micro-batch `micro` of `step`, within the atom budget."""
@@ -74,11 +75,15 @@ class TaskMixer:
         batch: list[tuple[str, dict]] = []
         total = 0
         while self.max_structures is None or len(batch) < self.max_structures:
-            task = self.task_names[int(rng.choice(len(self.task_names), p=self.probabilities))]
+            task = self.pending or self.task_names[int(rng.choice(len(self.task_names), p=self.probabilities))]
+            self.pending = None
             row = self.streams[task].peek()
             n = int(row["num_atoms"])
             if batch and total + n > self.max_atoms:
-                break  # the peeked row stays first in its stream
+                # The draw carries over to the next batch (dropping it would bias against large structures);
+                # the peeked row stays first in its stream.
+                self.pending = task
+                break
             self.streams[task].advance()
             batch.append((task, row))
             self.samples_seen[task] += 1
@@ -91,12 +96,14 @@ class TaskMixer:
         return {
             "streams": {t: s.state_dict() for t, s in self.streams.items()},
             "samples_seen": dict(self.samples_seen),
+            "pending": self.pending,
         }
 
     def load_state_dict(self, state: Mapping) -> None:
         for task, stream in self.streams.items():
             stream.load_state_dict(state["streams"][task])
         self.samples_seen.update(state["samples_seen"])
+        self.pending = state["pending"]
 
 
 def sample_task_sequence(probabilities: Mapping[str, float], num_draws: int, seed: int) -> Sequence[str]:
