@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import shlex
@@ -14,31 +13,43 @@ import pytest
 
 from .conftest import APP_DIR, OVERLAYS, REPO
 
-# Run in a fresh interpreter, like the Ray job would: load the script without running main(), and
-# parse each argument list with the script's own argparse code when it exposes it, as
-# `build_parser() -> ArgumentParser` or `parse_args(argv) -> Namespace`.
-PARSE_WITH_SCRIPT_PARSER = r"""
-import contextlib, io, json, runpy, sys
-namespace = runpy.run_path(sys.argv[1], run_name="entry_point_check")
+# One fresh interpreter per script, like the Ray job's: run the script as __main__ with `--help`
+# (its real CLI path), then load it without running main() and check each manifest's argument list
+# with the script's own code: `build_parser() -> ArgumentParser` or `parse_args(argv) -> Namespace`,
+# then `build_config(args)` where the script has it (a dry run: config built and validated, no Ray).
+CHECK_SCRIPT = r"""
+import contextlib, io, json, os, runpy, sys
+script, arg_lists = sys.argv[1], json.loads(sys.argv[2])
+sys.path[0] = os.path.dirname(os.path.abspath(script))  # as `python script` would have it
+sys.argv = [script, "--help"]
+help_out = io.StringIO()
+try:
+    with contextlib.redirect_stdout(help_out):
+        runpy.run_path(script, run_name="__main__")
+    help_code = 0
+except SystemExit as exit_:
+    help_code = exit_.code or 0
+namespace = runpy.run_path(script, run_name="entry_point_check")
 if callable(namespace.get("build_parser")):
     parse = lambda argv: namespace["build_parser"]().parse_args(argv)
-elif callable(namespace.get("parse_args")):
-    parse = namespace["parse_args"]
 else:
-    parse = None
-results = []
-for argv in json.loads(sys.argv[2]):
-    if parse is None:
-        results.append(None)
-        continue
+    parse = namespace.get("parse_args") if callable(namespace.get("parse_args")) else None
+build_config = namespace.get("build_config") if callable(namespace.get("build_config")) else None
+verdicts = []
+for argv in arg_lists:
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):
-            parse(argv)
-        results.append("")
-    except SystemExit:
-        results.append(stderr.getvalue() or "parse_args exited")
-print(json.dumps(results))
+            args = parse(argv) if parse else None
+            if args is not None and build_config is not None:
+                build_config(args)
+        verdicts.append("")
+    except SystemExit as exit_:
+        verdicts.append(stderr.getvalue() or f"exited: {exit_.code}")
+    except ValueError as error:
+        verdicts.append(f"build_config: {error}")
+print(json.dumps({"help_code": help_code, "help": help_out.getvalue(), "verdicts": verdicts,
+                  "checked_with": [f.__name__ for f in (parse, build_config) if f]}))
 """
 
 
@@ -55,14 +66,6 @@ def job_commands(rendered) -> list[tuple[str, str, Path, list[str]]]:
     return out
 
 
-@functools.cache
-def help_text(script: Path) -> str:
-    result = subprocess.run([sys.executable, str(script), "--help"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, f"{script.name} --help failed:\n{result.stderr[-3000:]}"
-    return result.stdout
-
-
 def test_entry_points_exist(rendered):
     missing = sorted({str(path.relative_to(REPO)) for _, _, path, _ in job_commands(rendered) if not path.is_file()})
     assert not missing, f"manifests name entry points that are not in the repo: {missing}"
@@ -70,24 +73,25 @@ def test_entry_points_exist(rendered):
 
 @pytest.mark.slow
 def test_entry_points_accept_their_arguments(rendered):
-    commands = job_commands(rendered)
     by_script: dict[Path, list[tuple[str, list[str]]]] = {}
-    for overlay, job, path, args in commands:
+    for overlay, job, path, args in job_commands(rendered):
         by_script.setdefault(path, []).append((f"{overlay}/{job}", args))
+    missing = [str(path.relative_to(REPO)) for path in by_script if not path.is_file()]
+    assert not missing, f"not in the repo: {missing}"
+    # The scripts import torch and Ray: check them concurrently.
+    running = {path: subprocess.Popen(
+        [sys.executable, "-c", CHECK_SCRIPT, str(path), json.dumps([args for _, args in uses])],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for path, uses in by_script.items()}
     problems = []
-    for path, uses in by_script.items():
-        if not path.is_file():
-            pytest.fail(f"{path.relative_to(REPO)} is not in the repo")
-        text = help_text(path)
-        for where, args in uses:
-            flags = {arg.split("=", 1)[0] for arg in args if arg.startswith("--")}
-            problems += [f"{where}: {flag} not in {path.name} --help"
-                         for flag in sorted(flags) if not re.search(rf"{re.escape(flag)}\b", text)]
-        result = subprocess.run(
-            [sys.executable, "-c", PARSE_WITH_SCRIPT_PARSER, str(path), json.dumps([a for _, a in uses])],
-            cwd=REPO, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, f"loading {path.name} failed:\n{result.stderr[-3000:]}"
-        verdicts = json.loads(result.stdout.strip().splitlines()[-1])
-        problems += [f"{where}: {path.name} rejects its arguments: {verdict}"
-                     for (where, _), verdict in zip(uses, verdicts) if verdict]
+    for path, process in running.items():
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, f"checking {path.name} failed:\n{stderr[-3000:]}"
+        report = json.loads(stdout.strip().splitlines()[-1])
+        assert report["help_code"] == 0, f"{path.name} --help exited with {report['help_code']}"
+        for (where, args), verdict in zip(by_script[path], report["verdicts"]):
+            flags = sorted({arg.split("=", 1)[0] for arg in args if arg.startswith("--")})
+            problems += [f"{where}: {flag} is not in {path.name} --help"
+                         for flag in flags if not re.search(rf"{re.escape(flag)}\b", report["help"])]
+            if verdict:
+                problems.append(f"{where}: {path.name} rejects its arguments: {verdict}")
     assert not problems, "\n".join(problems)

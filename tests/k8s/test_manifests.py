@@ -189,3 +189,14 @@ def test_strictness_is_what_catches_misspellings(rendered, crd_schemas):
     _misspelt_top_field(doc)
     published = jsonschema.Draft7Validator(crd_schemas["RayCluster"])
     assert not list(published.iter_errors(doc)), "the published schema alone tolerates unknown fields"
+
+
+def test_docs_say_how_to_create_every_secret_and_apply_every_overlay():
+    from .conftest import REPO
+
+    text = (REPO / "docs" / "cluster.md").read_text()
+    for name in SECRET_NAMES:
+        assert f"create secret generic {name}" in text
+    for overlay in OVERLAYS:
+        assert f"k8s/overlays/{overlay}" in text
+    assert "RAY_AUTH_MODE=token" in text and "port-forward" in text
