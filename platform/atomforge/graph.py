@@ -271,7 +271,9 @@ def closest_pair(positions: np.ndarray, cell, pbc, below: float) -> tuple[int, i
     positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     pbc = np.asarray(pbc, dtype=bool)
     box, periodic = _vesin_box(cell, pbc)
-    calculator = vesin.NeighborList(cutoff=float(below), full_list=False)
+    # vesin's cell list has ~(box / cutoff)^3 cells: a 0.1 Å search in a 25 Å slab cell took 1.5 s;
+    # searching 2 Å (a few pairs per atom) and filtering is ~1000x faster with the same answer.
+    calculator = vesin.NeighborList(cutoff=max(float(below), 2.0), full_list=False)
     i, j, d = calculator.compute(points=positions, box=box, periodic=periodic, quantities="ijd")
     if len(d) == 0:
         return None
