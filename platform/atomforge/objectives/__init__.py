@@ -9,11 +9,16 @@ Every objective: `requires` (Capability set), `labels`, `heads`, `run(model, bat
 All randomness comes from `ctx.generator`. See docs/objectives.md for each method's mechanics.
 """
 
+from atomforge.objectives.denoising import CoordinateDenoising, DerivativeDenoising, NoisyNodes
+from atomforge.objectives.dens import DeNS
+from atomforge.objectives.hmask import HydrogenMasking
 from atomforge.objectives.mix import LinearSchedule, MixEntry, ObjectiveMix
 from atomforge.objectives.objective import Objective, ObjectiveContext, ObjectiveResult
+from atomforge.objectives.scd import SCD
 from atomforge.objectives.supervised import DerivativeForceField, JMPSupervised
 
 __all__ = [
     "Objective", "ObjectiveContext", "ObjectiveResult", "ObjectiveMix", "MixEntry", "LinearSchedule",
-    "JMPSupervised", "DerivativeForceField",
+    "JMPSupervised", "DerivativeForceField", "DeNS", "SCD", "CoordinateDenoising", "DerivativeDenoising",
+    "NoisyNodes", "HydrogenMasking",
 ]
