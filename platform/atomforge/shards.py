@@ -109,7 +109,11 @@ class ShardSet:
         stages = [wds.SimpleShardList(self.paths(split, "webdataset"))]
         if shuffle_shards:
             stages.append(wds.detshuffle(bufsize=10_000, seed=seed))
-        stages += [wds.split_by_worker, open_streams, tar_file_expander, group_by_keys, wds.map(decode_sample)]
+        def decode(samples):  # not wds.map: it would add __key__ back into the row
+            for sample in samples:
+                yield decode_sample(sample)
+
+        stages += [wds.split_by_worker, open_streams, tar_file_expander, group_by_keys, decode]
         return wds.DataPipeline(*stages)
 
 

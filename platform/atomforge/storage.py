@@ -37,7 +37,6 @@ def with_retry_config(storage_options: dict | None, url: str) -> dict:
         config = options.setdefault("config_kwargs", {})
         for name, value in S3_RETRY_CONFIG.items():
             config.setdefault(name, value)
-        options.setdefault("retries", 8)  # s3fs's own retry count for dropped connections
     return options
 
 

