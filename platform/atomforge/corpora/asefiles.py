@@ -72,7 +72,7 @@ class AseFilesReader(StreamingCorpus):
         units = []
         for path in sources.list_files(self.url, SUFFIXES, self.storage_options):
             if self.rows_per_unit and sources.base_suffix(path) in DB_FORMATS:
-                num_rows = _db_count(sources.local_copy(path, self.storage_options))
+                num_rows = _connect(path, self.storage_options).count()
                 for start in range(0, num_rows, self.rows_per_unit):
                     stop = min(start + self.rows_per_unit, num_rows)
                     units.append(WorkUnit(self.name, path, start, stop, self._options()))
@@ -89,7 +89,7 @@ class AseFilesReader(StreamingCorpus):
             rows = read_aselmdb_rows(sources.local_copy(unit.path, self.storage_options), unit)
             yield from (self._record(unit, key, atoms, kvp, "frame") for key, atoms, kvp in rows)
         elif suffix in DB_FORMATS:
-            rows = _db_rows(sources.local_copy(unit.path, self.storage_options), unit)
+            rows = _db_rows(_connect(unit.path, self.storage_options), unit)
             yield from (self._record(unit, key, atoms, kvp, "frame") for key, atoms, kvp in rows)
         else:
             frames = _stream_frames(unit.path, STREAM_FORMATS[suffix], self.storage_options)
@@ -159,18 +159,16 @@ def _stream_frames(url: str, fmt: str, storage_options: dict | None) -> Iterator
             index += 1
 
 
-def _db_count(path: str) -> int:
+def _connect(url: str, storage_options: dict | None):
+    """An ASE database on a local copy of `url` (type from the URL's suffix: cached copies have none)."""
     import ase.db
 
-    return ase.db.connect(path).count()
+    return ase.db.connect(sources.local_copy(url, storage_options), type=sources.base_suffix(url)[1:])
 
 
-def _db_rows(path: str, unit: WorkUnit) -> Iterator[tuple[str, Any, dict]]:
+def _db_rows(db, unit: WorkUnit) -> Iterator[tuple[str, Any, dict]]:
     """(row id, Atoms, key_value_pairs) of an ASE database, limited to the unit's row range."""
-    import ase.db
-
     try:
-        db = ase.db.connect(path)
         limit = None if unit.stop is None else unit.stop - unit.start
         for row in db.select(offset=unit.start, limit=limit, sort="id"):
             yield str(row.id), row.toatoms(), dict(row.key_value_pairs)
