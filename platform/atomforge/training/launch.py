@@ -41,17 +41,18 @@ def write_resolved_config(config: TrainConfig) -> None:
     fs.pipe_file(f"{root}/config.json", json.dumps(to_jsonable(config), indent=2).encode())
 
 
-def build_trainer(config: TrainConfig, resume: bool = False) -> TorchTrainer:
+def build_trainer(config: TrainConfig) -> TorchTrainer:
     """A TorchTrainer running `train_worker` with the config's workers, storage and failure policy.
 
     With the same output, Ray Train restores its checkpoint bookkeeping and hands the workers the
-    latest checkpoint (`ray.train.get_checkpoint()`); a failed worker group restarts from it.
+    latest checkpoint (`ray.train.get_checkpoint()`); a failed worker group restarts from it (or
+    from the newest complete checkpoint in the run directory, see `loop.Worker._load_state`).
     """
     storage_path, name, storage_fs = storage(config.checkpoint.output)
     scaling = config.scaling
     return TorchTrainer(
         train_worker,
-        train_loop_config={"config": config, "resume": resume},
+        train_loop_config={"config": config},
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
@@ -78,4 +79,4 @@ def train(config: TrainConfig, resume: bool = False):
     check_data(config)
     check_output(config, resume)
     write_resolved_config(config)
-    return build_trainer(config, resume).fit()
+    return build_trainer(config).fit()

@@ -47,9 +47,9 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 class Worker:
     """The state of one training worker; `run()` trains to `config.max_steps`."""
 
-    def __init__(self, config: TrainConfig, resume: bool):
+    def __init__(self, config: TrainConfig):
         context = ray.train.get_context()
-        self.config, self.resume = config, resume
+        self.config = config
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.local_mode = config.scaling.num_workers == 0
         self.device = ray.train.torch.get_device() if config.scaling.use_gpu else torch.device("cpu")
@@ -253,8 +253,9 @@ class Worker:
         if checkpoint is not None:
             with checkpoint.as_directory() as directory:
                 return ckpt.read_state(directory)
-        if not (self.resume and self.local_mode):
-            return None
+        # Ray's local mode persists nothing, and a worker group that fails right after a report can
+        # restart before the controller registered that checkpoint: the run directory is the truth.
+        # (The driver refuses an output holding checkpoints unless --resume, so these are this run's.)
         url = ckpt.latest_checkpoint(self.config.checkpoint.output)
         if url is None:
             return None
@@ -295,8 +296,11 @@ class Worker:
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
-    """`train_loop_per_worker` of the TorchTrainer: {"config": TrainConfig, "resume": bool}."""
-    Worker(loop_config["config"], loop_config.get("resume", False)).run()
+    """`train_loop_per_worker` of the TorchTrainer: {"config": TrainConfig}.
+
+    Starts from the latest checkpoint of the run directory when there is one (a restart or --resume).
+    """
+    Worker(loop_config["config"]).run()
 
 
 def _val_batches(task: str, rows: list[dict], max_atoms: int):
