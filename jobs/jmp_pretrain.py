@@ -17,6 +17,7 @@ from pathlib import Path
 
 import ray
 from atomforge.recipes.jmp import RECIPES, recipe, with_data
+from atomforge.training.checkpoint import latest_checkpoint
 from atomforge.training.config import apply_overrides
 from atomforge.training.launch import train
 
@@ -64,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             path = os.pathsep.join(filter(None, [str(REPO / "platform"), os.environ.get("PYTHONPATH")]))
             ray.init(runtime_env={"env_vars": {"PYTHONPATH": path}})
     result = train(config, resume=args.resume)
-    print(f"done: step {result.metrics.get('step') if result.metrics else None}, "
-          f"checkpoint {result.checkpoint.path if result.checkpoint else None}, output {config.checkpoint.output}")
+    step = result.metrics.get("step") if result.metrics else None
+    print(f"done: step {step}, checkpoint {latest_checkpoint(config.checkpoint.output)}")
     return 0
 
 

