@@ -2,7 +2,8 @@
 
     debug_cpu()        2 CPU workers, tiny PaiNN, the demo shards: the `make demo` pretraining (minutes)
     jmp_s(), jmp_l()   GPU runs with JMP's task table (cutoffs, loss scales), T = 2 and JMP's optimiser
-    derivative_ff()    the supervised loss replaced by derivative force-field pretraining (E + F + S)
+    jmp_dens(), scd(), jmp_scd(), derivative_ff(), denoise()   objective mixes over jmp_s
+    debug_<mix>        any mix on the debug_cpu setup (e.g. debug_jmp_dens)
 
 `python jobs/jmp_pretrain.py --recipe NAME` looks the function up in `RECIPES`.
 """
@@ -13,7 +14,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 
 from atomforge.models.painn import PaiNNConfig
-from atomforge.objectives import DerivativeForceField, JMPSupervised, MixEntry
+from atomforge.objectives import SCD, CoordinateDenoising, DeNS, DerivativeForceField, JMPSupervised, MixEntry
 from atomforge.tasks import JMP_TASKS
 from atomforge.training.config import (
     CheckpointConfig,
@@ -108,24 +109,64 @@ def jmp_l() -> TrainConfig:
 
 
 # ------------------------------------------------------------------ objective mixes
+DENS_SIGMA = {"oc20": 0.1, "oc22": 0.15, "ani1x": 0.1, "transition1x": 0.1}  # Å (OBJECTIVES.md §2)
+DENS_NOISE_WEIGHT = {"oc20": 10.0, "oc22": 25.0, "ani1x": 10.0, "transition1x": 10.0}  # λ_D
+
+
+def dens() -> DeNS:
+    """DeNS as released for OC20/OC22 (batch gate p = 0.5, half the free atoms corrupted); contains the
+    supervised loss, so it replaces JMPSupervised rather than adding to it."""
+    return DeNS(probability=0.5, ratio=0.5, sigma=DENS_SIGMA, noise_weight=DENS_NOISE_WEIGHT)
+
+
+def jmp_dens() -> TrainConfig:
+    """JMP supervised multi-task training with DeNS samples mixed in."""
+    return with_objectives(jmp_s(), MixEntry(dens()), name="jmp_dens")
+
+
+def scd() -> TrainConfig:
+    """Self-conditioned denoising alone (label-free), with SCD's optimiser (AdamW 5e-4, wd 0.05, 10k warmup)."""
+    base = with_objectives(jmp_s(), MixEntry(SCD()), name="scd")
+    return dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr=5e-4, weight_decay=0.05, warmup_steps=10_000))
+
+
+def jmp_scd() -> TrainConfig:
+    """JMP supervised + SCD as an auxiliary label-free term."""
+    return with_objectives(jmp_s(), MixEntry(JMPSupervised()), MixEntry(SCD(), 1.0), name="jmp_scd")
+
+
 def derivative_ff() -> TrainConfig:
     """Derivative force-field pretraining (forces -∂E/∂x, stress from strain), energy:force:stress 1:500:500."""
     return with_objectives(jmp_s(), MixEntry(DerivativeForceField()), name="derivative_ff")
 
 
-def debug_derivative_ff() -> TrainConfig:
-    """derivative_ff on the demo setup (CPU)."""
-    return with_objectives(debug_cpu(), MixEntry(DerivativeForceField(force_weight=10.0, stress_weight=10.0)),
-                           name="debug_derivative_ff")
+def denoise() -> TrainConfig:
+    """Coordinate denoising (Zaidi et al.: σ 0.04 Å, MSE on ε/σ from a vector head), the baseline."""
+    return with_objectives(jmp_s(), MixEntry(CoordinateDenoising()), name="denoise")
+
+
+def debug(base: Callable[[], TrainConfig]) -> Callable[[], TrainConfig]:
+    """The CPU demo setup with `base`'s objective mix (e.g. debug(jmp_dens) for a quick CPU check)."""
+
+    def build() -> TrainConfig:
+        config = base()
+        return dataclasses.replace(debug_cpu(), objectives=config.objectives, name=f"debug_{config.name}")
+
+    build.__doc__ = f"{base.__name__} on the debug_cpu setup."
+    return build
 
 
 RECIPES: dict[str, Callable[[], TrainConfig]] = {
     "debug_cpu": debug_cpu,
-    "debug_derivative_ff": debug_derivative_ff,
     "jmp_s": jmp_s,
     "jmp_l": jmp_l,
+    "jmp_dens": jmp_dens,
+    "scd": scd,
+    "jmp_scd": jmp_scd,
     "derivative_ff": derivative_ff,
+    "denoise": denoise,
 }
+RECIPES |= {f"debug_{name}": debug(RECIPES[name]) for name in ("jmp_dens", "scd", "jmp_scd", "derivative_ff", "denoise")}
 
 
 def recipe(name: str) -> TrainConfig:
@@ -150,4 +191,4 @@ def only_tasks(config: TrainConfig, names: tuple[str, ...]) -> TrainConfig:
     return dataclasses.replace(config, data=dataclasses.replace(config.data, tasks=tasks))
 
 
-__all__ = ["RECIPES", "debug_cpu", "jmp_s", "jmp_l", "derivative_ff", "recipe", "with_data"]
+__all__ = ["RECIPES", "debug_cpu", "jmp_s", "jmp_l", "jmp_dens", "scd", "derivative_ff", "recipe", "with_data"]

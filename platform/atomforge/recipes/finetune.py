@@ -1,0 +1,79 @@
+"""Fine-tuning recipes: each function returns a whole `FinetuneConfig`; variants derive from a base.
+
+    rmd17()          JMP's rMD17 protocol: 950 train / 50 val, gradient forces, layer-wise LR, EMA
+    rmd17_debug()    the demo: the demo rMD17 set, a few minutes on a CPU for pretrained + scratch
+    property_sum() / property_mean()   a per-structure property from an ASE db / extxyz key
+
+`python jobs/finetune.py --recipe NAME` looks the function up in `RECIPES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from atomforge.finetune.config import DataSpec, FinetuneConfig, FinetuneOptim, TargetSpec
+from atomforge.models.painn import PaiNNConfig
+
+DEMO_RMD17 = "data/demo/raw/rmd17/rmd17_ethanol.npz"
+
+
+def rmd17() -> FinetuneConfig:
+    """JMP on rMD17: 950 / 50 structures, conservative forces, energy:force 1:10 (normalised), EMA 0.99."""
+    return FinetuneConfig(
+        name="rmd17",
+        data=DataSpec(path="rmd17_aspirin.npz", format="rmd17", num_train=950, num_val=50, num_test=None),
+        target=TargetSpec(kind="energy_forces", task="rmd17", forces="gradient", energy_weight=1.0, force_weight=10.0),
+        optim=FinetuneOptim(lr=5e-4, batch_size=8, max_epochs=300, patience=50, ema_decay=0.99, warmup_epochs=5),
+        backbone=PaiNNConfig.small(),
+        output="runs/finetune/rmd17",
+    )
+
+
+def rmd17_debug() -> FinetuneConfig:
+    """The demo: the demo rMD17 set (200 train / 50 val / rest test), 30 epochs, minutes on a CPU."""
+    base = rmd17()
+    return dataclasses.replace(
+        base,
+        name="rmd17_debug",
+        data=DataSpec(path=DEMO_RMD17, format="rmd17", num_train=200, num_val=50, num_test=None),
+        optim=dataclasses.replace(base.optim, lr=2e-3, batch_size=16, max_epochs=30, patience=10, ema_decay=0.9,
+                                  warmup_epochs=1),
+        backbone=PaiNNConfig.tiny(),
+        output="runs/finetune/rmd17_debug",
+    )
+
+
+def property_sum() -> FinetuneConfig:
+    """An extensive per-structure property (key `property` in an ASE db / extxyz), sum pooling."""
+    return dataclasses.replace(
+        rmd17_debug(), name="property_sum",
+        data=DataSpec(path="data.db", format="ase", num_train=80, num_val=10),
+        target=TargetSpec(kind="property", task="property", key="property", pooling="sum"),
+        output="runs/finetune/property_sum",
+    )
+
+
+def property_mean() -> FinetuneConfig:
+    """An intensive per-structure property, mean pooling."""
+    base = property_sum()
+    return dataclasses.replace(base, name="property_mean", target=dataclasses.replace(base.target, pooling="mean"),
+                               output="runs/finetune/property_mean")
+
+
+RECIPES: dict[str, Callable[[], FinetuneConfig]] = {
+    "rmd17": rmd17,
+    "rmd17_debug": rmd17_debug,
+    "property_sum": property_sum,
+    "property_mean": property_mean,
+}
+
+
+def recipe(name: str) -> FinetuneConfig:
+    """The config of recipe `name`; ValueError listing the known names otherwise."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown fine-tuning recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
+    return RECIPES[name]()
+
+
+__all__ = ["RECIPES", "recipe", "rmd17", "rmd17_debug", "property_sum", "property_mean"]
