@@ -167,11 +167,7 @@ class AtomisticModel(nn.Module):
         need_grad = forces == "gradient" or stress
         strain = None
         if need_grad:
-            pos = pos.detach().requires_grad_(True) if not pos.requires_grad else pos
-            strain = torch.zeros(num_graphs, 3, 3, dtype=pos.dtype, device=pos.device, requires_grad=True)
-            sym = 0.5 * (strain + strain.transpose(1, 2))
-            pos_in = pos + torch.einsum("ni,nij->nj", pos, sym[graph])  # pos' = pos (I + ε)
-            cell = cell + cell @ sym  # cell' = cell (I + ε)
+            pos, strain, pos_in, cell = self._strained(pos, cell, graph, num_graphs)
         else:
             pos_in = pos
         edge_index, edge_vec = self._edges(pos_in, cell, edge_index, shifts.to(pos.dtype), graph)
@@ -185,15 +181,7 @@ class AtomisticModel(nn.Module):
             out.energy, scaled = self._energy(node.scalars, z, atom_task, batch.task, graph, num_graphs)
         if need_grad:
             create = self.training if create_graph is None else create_graph
-            inputs = [pos, strain] if stress else [pos]
-            grads = torch.autograd.grad(scaled.sum(), inputs, create_graph=create)
-            if forces == "gradient":
-                out.forces, out.forces_mode = -grads[0], "gradient"
-            if stress:
-                volume = torch.linalg.det(batch.cell.to(pos.dtype)).abs()
-                periodic = batch.pbc.any(dim=1) & (volume > 1e-8)
-                out.stress = grads[1] / torch.where(periodic, volume, torch.ones_like(volume))[:, None, None]
-                out.stress = out.stress * periodic[:, None, None]
+            self._derivatives(out, scaled, pos, strain if stress else None, batch, forces == "gradient", create)
         if forces == "direct":
             out.forces, out.forces_mode = self._routed_vectors(self.force_heads, node, atom_task), "direct"
             out.forces = out.forces * self.force_std[atom_task].to(out.forces.dtype).unsqueeze(-1)
@@ -206,6 +194,29 @@ class AtomisticModel(nn.Module):
                 raise ValueError("embedding requested but the backbone has condition_dim = 0")
             out.embedding = self.embedding_head(node.scalars, graph, num_graphs)
         return out
+
+    @staticmethod
+    def _strained(pos, cell, graph, num_graphs):
+        """Leaf positions and a zero symmetric strain ε (G, 3, 3) that energies are differentiated by.
+
+        Returns (pos leaf, strain leaf, pos (I+ε), cell (I+ε))."""
+        pos = pos if pos.requires_grad else pos.detach().requires_grad_(True)
+        strain = torch.zeros(num_graphs, 3, 3, dtype=pos.dtype, device=pos.device, requires_grad=True)
+        sym = 0.5 * (strain + strain.transpose(1, 2))
+        return pos, strain, pos + torch.einsum("ni,nij->nj", pos, sym[graph]), cell + cell @ sym
+
+    @staticmethod
+    def _derivatives(out, scaled, pos, strain, batch, want_forces: bool, create_graph: bool) -> None:
+        """Fill out.forces = -∂E/∂x (eV/Å) and/or out.stress = (1/V)∂E/∂ε (eV/Å³, 0 if not periodic)."""
+        inputs = [pos] if strain is None else [pos, strain]
+        grads = torch.autograd.grad(scaled.sum(), inputs, create_graph=create_graph)
+        if want_forces:
+            out.forces, out.forces_mode = -grads[0], "gradient"
+        if strain is not None:
+            volume = torch.linalg.det(batch.cell.to(pos.dtype)).abs()
+            periodic = batch.pbc.any(dim=1) & (volume > 1e-8)
+            stress = grads[1] / torch.where(periodic, volume, torch.ones_like(volume))[:, None, None]
+            out.stress = stress * periodic[:, None, None]
 
     def _edges(self, pos, cell, edge_index, shifts, graph):
         """Edge vectors (E, 3) from positions (so gradients flow); edges beyond the backbone cutoff dropped."""
