@@ -87,6 +87,8 @@ class ObjectiveMix:
         """Total loss (scalar) and metrics '<objective>/<metric>', '<objective>/weight', 'loss'."""
         if not self._checked:
             self.check(model)
+        if tuple(ctx.task_names) != tuple(unwrap(model).tasks):
+            raise ValueError(f"ctx.task_names {list(ctx.task_names)} must equal model.tasks {list(unwrap(model).tasks)} (batch.task indexes both)")
         total = unwrap(model).ddp_anchor()
         metrics: dict[str, float] = {}
         for entry in self.entries:
