@@ -85,3 +85,15 @@ def test_unlabelled_structures_count_but_do_not_fit():
     acc.add(Structure("u", [1, 1], [[0, 0, 0], [0.7, 0, 0]]))
     stats = acc.finalize()
     assert stats["num_structures"] == 1 and stats["num_with_energy"] == 0 and stats["linear_reference"] == {}
+
+
+def test_fast_arrow_builder_equals_the_schema_builder():
+    from atomforge.graph import neighbor_graph
+    from atomforge.pipeline.formats import rows_to_arrow
+    from atomforge.schema import rows_to_table, to_row
+
+    structures = [from_ase(a, f"s{i}") for i, a in enumerate(slabs(2) + molecules(3))]
+    rows = [to_row(s, neighbor_graph(s, 6.0, 40, skin=0.5), "train") for s in structures]
+    rows.append(to_row(Structure("bare", [1, 1], [[0, 0, 0], [0.7, 0, 0]]), None, None))  # nulls everywhere
+    assert rows_to_arrow(rows).equals(rows_to_table(rows))
+    assert rows_to_arrow(rows[:0]).equals(rows_to_table(rows[:0]))

@@ -160,7 +160,7 @@ def _run_ray(reader, units: list[WorkUnit], config: PipelineConfig, storage_opti
     # Plain tasks (not an actor pool), 1 CPU each, at most num_workers at once: the driver-side
     # from_items needs no CPU, so a pool can never starve reads or writes (INFRA.md, ray#44687).
     summaries = dataset.map_batches(body, batch_size=1, batch_format="pyarrow", num_cpus=1,
-                                    concurrency=config.num_workers)
+                                    compute=ray.data.TaskPoolStrategy(size=config.num_workers))
     for row in summaries.iter_rows():
         on_progress(row)
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from atomforge.schema import ARROW_SCHEMA, FIELDS, rows_to_table
+from atomforge.schema import ARROW_SCHEMA, FIELDS
 
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "write_statistics": True}
 SCALAR_FIELDS = tuple(f.name for f in FIELDS if not pa.types.is_list(f.arrow_type)
@@ -25,10 +26,53 @@ ARRAY_FIELDS = {f.name: f.arrow_type.value_type.to_pandas_dtype() for f in FIELD
 EXTENSIONS = {"parquet": ".parquet", "webdataset": ".tar"}
 
 
+def rows_to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
+    """The same table as `schema.rows_to_table`, built column-wise from concatenated arrays.
+
+    Building list columns from one values array + offsets is ~10x faster than `from_pydict` over
+    per-row numpy arrays, which was the largest cost after the neighbor search (benchmarks/preprocess.py).
+    """
+    columns = []
+    for spec in FIELDS:
+        values = [row[spec.name] for row in rows]
+        kind = spec.arrow_type
+        if pa.types.is_fixed_size_list(kind):
+            columns.append(_fixed_list_column(values, kind))
+        elif pa.types.is_list(kind):
+            columns.append(_list_column(values, kind))
+        else:
+            columns.append(pa.array(values, type=kind))
+    return pa.Table.from_arrays(columns, schema=ARROW_SCHEMA)
+
+
+def _list_column(values: list, kind: pa.ListType) -> pa.Array:
+    dtype = kind.value_type.to_pandas_dtype()
+    missing = np.array([v is None for v in values], dtype=bool)
+    arrays = [np.asarray(v, dtype=dtype).reshape(-1) for v in values if v is not None]
+    lengths = np.zeros(len(values), dtype=np.int32)
+    lengths[~missing] = [len(a) for a in arrays]
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    flat = pa.array(np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype), type=kind.value_type)
+    return pa.ListArray.from_arrays(offsets, flat, type=kind, mask=pa.array(missing) if missing.any() else None)
+
+
+def _fixed_list_column(values: list, kind: pa.FixedSizeListType) -> pa.Array:
+    dtype = kind.value_type.to_pandas_dtype()
+    size = kind.list_size
+    missing = np.array([v is None for v in values], dtype=bool)
+    flat = np.zeros((len(values), size), dtype=dtype)
+    for i, v in enumerate(values):
+        if v is not None:
+            flat[i] = np.asarray(v, dtype=dtype).reshape(-1)
+    array = pa.array(flat.reshape(-1), type=kind.value_type)
+    mask = pa.array(missing) if missing.any() else None
+    return pa.FixedSizeListArray.from_arrays(array, type=kind, mask=mask)
+
+
 def encode_parquet(rows: list[dict[str, Any]]) -> bytes:
     """One Parquet file (zstd, one row group) holding `rows` with the shard schema."""
     sink = io.BytesIO()
-    pq.write_table(rows_to_table(rows), sink, row_group_size=max(len(rows), 1), **PARQUET_OPTIONS)
+    pq.write_table(rows_to_arrow(rows), sink, row_group_size=max(len(rows), 1), **PARQUET_OPTIONS)
     return sink.getvalue()
 
 
@@ -38,6 +82,7 @@ def encode_webdataset(rows: list[dict[str, Any]]) -> bytes:
 
     sink = io.BytesIO()
     writer = wds.TarWriter(sink, encoder=False, mtime=0.0, user="atomforge", group="atomforge")
+    writer.tarstream.format = tarfile.USTAR_FORMAT  # TarWriter 1.0.2 drops its `format`; PAX headers cost 2x
     for index, row in enumerate(rows):
         sample = {"__key__": f"{index:08d}", "meta.json": json.dumps(_scalars(row), sort_keys=True).encode()}
         for name, dtype in ARRAY_FIELDS.items():
