@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 
+from atomforge.finetune.plots import write_plots
 from atomforge.finetune.run import compare, run_variant
 from atomforge.recipes.finetune import RECIPES, recipe
 from atomforge.training.config import apply_overrides
@@ -51,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--checkpoint is required unless --from-scratch")
         if args.compare:
             table, _ = compare(config, args.checkpoint)
+            pictures = write_plots(config.output, args.checkpoint)
             print(f"\n{config.name}: pretrained vs from scratch (same architecture and budget)\n{table}")
-            print(f"\nwritten: {config.output}/comparison.json, {config.output}/{{pretrained,scratch}}/")
+            print(f"\nwritten: {config.output}/comparison.json, {config.output}/{{pretrained,scratch}}/, "
+                  + ", ".join(str(p) for p in pictures))
             return 0
         summary = run_variant(config, args.checkpoint, "scratch" if args.from_scratch else "pretrained")
     except ValueError as error:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from atomforge.corpora.rmd17 import KCAL_PER_MOL_TO_EV
-from atomforge.finetune.config import DataSpec, FinetuneOptim
+from atomforge.finetune.config import DataSpec
 from atomforge.models import AtomisticModel
 from atomforge.models.painn import PaiNNConfig
 from atomforge.recipes.finetune import rmd17_debug
@@ -37,7 +37,7 @@ def write_rmd17(path: Path, num_frames: int, seed: int = 0) -> Path:
     coords, energies, forces = [], [], []
     for _ in range(num_frames):
         atoms = base.copy()
-        atoms.positions += rng.normal(scale=0.06, size=atoms.positions.shape)
+        atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
         atoms.calc = EMT()
         coords.append(atoms.positions.copy())
         energies.append(atoms.get_potential_energy() / KCAL_PER_MOL_TO_EV)
@@ -61,7 +61,10 @@ def pretrain_checkpoint(directory: Path, seed: int = 0) -> Path:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01)
-    ema.update_parameters(model)
+    ema.update_parameters(model)  # the EMA copy = these weights
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)  # the raw weights differ from the EMA copy
     state = {"step": 10, "world_size": 1, "model": model.state_dict(), "ema": ema.state_dict(),
              "optimizer": {}, "scheduler": {}, "scaler": {}, "mixers": [], "torch_rng": torch.get_rng_state()}
     return ckpt.write_checkpoint(directory / ckpt.checkpoint_name(10), state, to_jsonable(config), model.config_dict())
@@ -69,7 +72,7 @@ def pretrain_checkpoint(directory: Path, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="session")
 def rmd17_file(tmp_path_factory) -> Path:
-    return write_rmd17(tmp_path_factory.mktemp("rmd17") / "rmd17_ethanol.npz", 60)
+    return write_rmd17(tmp_path_factory.mktemp("rmd17") / "rmd17_ethanol.npz", 48)
 
 
 @pytest.fixture(scope="session")
@@ -85,10 +88,7 @@ def quick_config(rmd17_file, tmp_path):
     """rmd17_debug on the fixture set, a few epochs."""
     base = rmd17_debug()
     return dataclasses.replace(
-        base, data=DataSpec(path=str(rmd17_file), format="rmd17", num_train=32, num_val=8, num_test=None),
-        optim=dataclasses.replace(base.optim, max_epochs=4, batch_size=8, patience=10),
+        base, data=DataSpec(path=str(rmd17_file), format="rmd17", num_train=24, num_val=8, num_test=None),
+        optim=dataclasses.replace(base.optim, max_epochs=4, batch_size=8, patience=10, warmup_epochs=0),
         output=str(tmp_path / "ft"))
 
-
-def _optim(**changes) -> FinetuneOptim:
-    return dataclasses.replace(rmd17_debug().optim, **changes)
