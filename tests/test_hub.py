@@ -1,0 +1,150 @@
+"""Hub export / import: safetensors + config.json + card, identical predictions, no pickle, uploads offline."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import atomforge
+from atomforge import hub
+from atomforge.batch import collate
+from atomforge.finetune.pretrained import load_source
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("finetune_fixtures", REPO / "tests" / "finetune" / "conftest.py")
+fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fixtures)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("hub-run")
+    fixtures.pretrain_checkpoint(run)
+    return run
+
+
+class RecordingHubApi:
+    """Stands in for huggingface_hub.HfApi: records what would be sent (files with their bytes)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, **kwargs):
+        self.calls.append(("create_repo", kwargs))
+
+    def upload_folder(self, **kwargs):
+        folder = Path(kwargs["folder_path"])
+        files = {p.name: p.read_bytes() for p in folder.iterdir() if p.name in kwargs["allow_patterns"]}
+        self.calls.append(("upload_folder", {**kwargs, "files": files}))
+
+
+def _molecules():
+    from ase.build import molecule
+
+    from atomforge.schema import from_ase
+
+    return [from_ase(molecule(name), name) for name in ("CH3CH2OH", "H2O", "CH4")]
+
+
+def test_export_load_identical_predictions_without_pickle(run_dir, tmp_path, monkeypatch):
+    result = hub.export(str(run_dir), str(tmp_path / "export"))
+    assert set(result.files) == {"model.safetensors", "config.json", "README.md"}
+    source = load_source(str(run_dir))
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("load_pretrained must not unpickle")
+
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    monkeypatch.setattr(torch, "load", no_pickle)
+    model = atomforge.load_pretrained(str(tmp_path / "export"))
+    monkeypatch.undo()
+    assert model.tasks == source.model.tasks and model.force_modes == {"ani1x": "direct", "oc20": "direct"}
+    assert model.task_specs["ani1x"].cutoff == 5.0 and model.task_specs["ani1x"].linear_reference[8] == -2041.0
+    batch = collate(_molecules(), cutoff=5.0, max_neighbors=20, tasks=[0, 0, 0])
+    for mode in ("direct", "gradient"):
+        a = source.model(batch, forces=mode)
+        b = model(batch, forces=mode)
+        assert torch.equal(a.energy, b.energy) and torch.equal(a.forces, b.forces)
+    config = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert config["weights"] == "ema" and config["tasks"]["oc20"]["max_neighbors"] == 20
+    assert config["training"]["objectives"]["jmp"]["objective"] == "JMPSupervised"
+    card = (tmp_path / "export" / "README.md").read_text()
+    for section in ("## Training data and objectives", "## Metrics", "## Intended use", "## Limitations", "## Licence"):
+        assert section in card
+    assert card.startswith("---\nlicense: apache-2.0\n")
+
+
+def test_no_ema_exports_raw_weights(run_dir, tmp_path):
+    hub.export(str(run_dir), str(tmp_path / "ema"))
+    hub.export(str(run_dir), str(tmp_path / "raw"), use_ema=False)
+    ema, raw = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("ema", "raw"))
+    key = "backbone.embedding.weight"
+    assert torch.allclose(raw[key], ema[key] + 0.01)
+    assert json.loads((tmp_path / "raw" / "config.json").read_text())["weights"] == "model"
+
+
+def test_hub_upload_sends_export_files_and_never_the_token(run_dir, monkeypatch):
+    api = RecordingHubApi()
+    secret = "hf_" + "x" * 30
+    result = hub.export(str(run_dir), "hf://atomforge-test/demo-model", api=api, token=secret)
+    assert result.uploaded and result.repo_id == "atomforge-test/demo-model"
+    (create, create_args), (upload, upload_args) = api.calls
+    assert create == "create_repo" and create_args["repo_id"] == "atomforge-test/demo-model" and create_args["exist_ok"]
+    assert upload == "upload_folder" and upload_args["repo_type"] == "model"
+    assert set(upload_args["files"]) == {"model.safetensors", "config.json", "README.md"}
+    assert json.loads(upload_args["files"]["config.json"])["format"] == "atomforge"
+    assert all(secret.encode() not in data for data in upload_args["files"].values())
+    dry = RecordingHubApi()
+    result = hub.export(str(run_dir), "hf://atomforge-test/demo-model", api=dry, dry_run=True)
+    assert not result.uploaded and dry.calls == [] and (result.folder / "model.safetensors").exists()
+    with pytest.raises(ValueError, match="hf://ORG/NAME"):
+        hub.export(str(run_dir), "hf://no-slash")
+
+
+def test_real_client_offline_refuses_to_upload(run_dir, monkeypatch):
+    import importlib
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(importlib.import_module("huggingface_hub.constants"), "HF_HUB_OFFLINE", True)
+    with pytest.raises(Exception, match="(?i)offline"):  # the client's offline error type varies by version
+        hub.export(str(run_dir), "hf://atomforge-test/offline", token="hf_dummy")
+
+
+def test_load_pretrained_from_hub_id(run_dir, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    hub.export(str(run_dir), str(tmp_path / "snapshot"))
+    asked = {}
+
+    def fake_snapshot_download(repo_id, allow_patterns):
+        asked.update(repo_id=repo_id, allow_patterns=allow_patterns)
+        return str(tmp_path / "snapshot")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    model = atomforge.load_pretrained("hf://atomforge-test/demo-model")
+    assert asked == {"repo_id": "atomforge-test/demo-model", "allow_patterns": list(hub.EXPORT_FILES)}
+    assert model.tasks == ("ani1x", "oc20")
+
+
+def test_export_cli_dry_run_does_not_print_token(run_dir, tmp_path):
+    secret = "hf_" + "s" * 30
+    cmd = [sys.executable, str(REPO / "jobs" / "export.py"), "--checkpoint", str(run_dir),
+           "--to", "hf://atomforge-test/demo-model", "--dry-run"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
+                            env={**__import__("os").environ, "HF_TOKEN": secret, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dry run" in result.stdout and "model.safetensors" in result.stdout
+    assert secret not in result.stdout + result.stderr
+    staged = Path(result.stdout.strip().rsplit("staged in ", 1)[1])
+    assert np.all([(staged / f).exists() for f in hub.EXPORT_FILES])
+    assert all(secret not in (staged / f).read_text(errors="ignore") for f in ("config.json", "README.md"))
