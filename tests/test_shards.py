@@ -80,3 +80,6 @@ def test_parquet_keeps_num_atoms_top_level(output):
     shards = open_shards(str(output))
     table = pq.read_table(shards.paths("train")[0], columns=["num_atoms", "num_edges"])
     assert table.schema.names == ["num_atoms", "num_edges"] and np.all(table["num_atoms"].to_numpy() > 0)
+    entry = shards.shards("train")[0]
+    sizes, counts = np.unique(table["num_atoms"].to_numpy(), return_counts=True)
+    assert entry["num_atoms_histogram"] == {"num_atoms": sizes.tolist(), "count": counts.tolist()}

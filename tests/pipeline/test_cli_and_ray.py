@@ -94,3 +94,18 @@ def test_ray_backend_with_two_workers_matches_local_and_reads_back(ray_cluster, 
     assert shards.ray_dataset("train", task="ase").count() == train_rows
     with pytest.raises(ValueError, match="no parquet shards"):
         shards.ray_dataset("train", task="oc20")
+
+
+def test_cli_options_are_frozen():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("preprocess_cli", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = module.parse_args(["--corpus", "oc20", "--input", "in", "--output", "out"])
+    assert sorted(vars(args)) == sorted([
+        "corpus", "input", "output", "format", "cutoff", "skin", "max_neighbors", "k_store", "shard_size",
+        "split_fractions", "seed", "option", "num_cpus", "num_workers", "backend", "no_progress"])
+    config = module.PipelineConfig.for_corpus("oc20", "in", "out")
+    assert (config.cutoff, config.max_neighbors, config.k_store, config.skin) == (12.0, 30, 40, 0.5)
+    assert module.PipelineConfig.for_corpus("transition1x", "in", "out").cutoff == 8.0

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from functools import partial
 
+import numpy as np
+
 from atomforge.corpora.base import BadRecord, WorkUnit
 from atomforge.pipeline import manifest as manifest_mod
 from atomforge.pipeline.config import SPLITS, PipelineConfig
@@ -87,6 +89,8 @@ def write_part(fs, layout: Layout, config: PipelineConfig, uid: str, source: str
             stats.setdefault(s.dataset, StatsAccumulator()).add(s)
     shards = []
     datasets = sorted({row["dataset"] for row in rows})
+    sizes, counts = np.unique([row["num_atoms"] for row in rows], return_counts=True)
+    histogram = {"num_atoms": sizes.tolist(), "count": counts.tolist()}  # atom-budget samplers never open data
     for fmt in config.formats if rows else ():
         data = ENCODERS[fmt](rows)
         path = layout.shard(split, datasets[0] if len(datasets) == 1 else "mixed", uid, part, fmt)
@@ -94,7 +98,7 @@ def write_part(fs, layout: Layout, config: PipelineConfig, uid: str, source: str
         shards.append({
             "path": path, "format": fmt, "split": split, "datasets": datasets, "rows": len(rows),
             "atoms": int(sum(row["num_atoms"] for row in rows)), "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
+            "sha256": hashlib.sha256(data).hexdigest(), "num_atoms_histogram": histogram,
         })
     marker = {"split": split, "part": part, "num_input": len(structures), "num_rows": len(rows),
               "num_atoms": int(sum(row["num_atoms"] for row in rows)), "shards": shards,

@@ -3,7 +3,7 @@
 Keys (all JSON): schema_version, code_version, fingerprint, corpus, input_url, formats, graph,
 split, datasets {name: {energy_convention}}, sources [{path, bytes, sha256}], counts {read,
 written, quarantined, splits {split: {rows, atoms}}}, shards [{path, format, split, datasets,
-rows, atoms, bytes, sha256}], statistics {dataset: {linear_reference, energy_mean, energy_std,
+rows, atoms, bytes, sha256, num_atoms_histogram}], statistics {dataset: {linear_reference, energy_mean, energy_std,
 force_rms, num_structures, num_with_energy, num_atoms_histogram}}, quarantine {path, counts}.
 Storage options (endpoints, credentials) are never part of it.
 """
