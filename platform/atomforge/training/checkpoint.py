@@ -2,6 +2,7 @@
 
 One directory per checkpoint, named `checkpoint_{step:08d}`:
     state.pt      torch.save of the training state (every rank's mixer state, gathered by rank 0)
+                  (tensors, containers and numbers only: read back with weights_only=True, no code runs)
     config.json   the resolved TrainConfig
     model.json    the model's own config (for fine-tuning / export without the recipe)
 With Ray Train workers the directory is reported through `ray.train.report` and persisted by Ray
@@ -43,7 +44,8 @@ def write_checkpoint(directory: Path, state: dict[str, Any], config_json: dict, 
 
 def read_state(directory: str | Path) -> dict[str, Any]:
     """The training state of a local checkpoint directory."""
-    return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+    # weights_only: tensors, containers and numbers only; a checkpoint never executes code when read.
+    return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
 
 
 def latest_checkpoint(output: str) -> str | None:
