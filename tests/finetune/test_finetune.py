@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,7 +113,8 @@ def test_compare_cli_prints_table_and_writes_json_and_plots(rmd17_file, pretrain
     cmd = [sys.executable, str(REPO / "jobs" / "finetune.py"), "--checkpoint", str(pretrain_run), "--data", str(rmd17_file),
            "--recipe", "rmd17_debug", "--compare", "--output", str(out), "--set", "data.num_train=16",
            "--set", "data.num_val=4", "--set", "data.num_test=8", "--set", "optim.max_epochs=2"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny model on a shared box: one thread is much faster
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "pretrained" in result.stdout and "scratch" in result.stdout and "test force_mae_meV_per_A" in result.stdout
     report = json.loads((out / "comparison.json").read_text())
