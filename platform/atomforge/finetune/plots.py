@@ -4,7 +4,7 @@
     write_plots("runs/finetune/demo", pretrain_run="runs/debug_cpu")   # -> [PNG paths]
 
 Pretraining curves come from the trainer's `<run>/logs/metrics.jsonl` (one JSON object per logged
-step, `kind` "train" or "val"; per-task keys `energy_mae/<task>`, `force_mae/<task>`,
+step, `kind` "train" or "val"; per-task keys `[<objective>/]energy_mae/<task>`, `[<objective>/]force_mae/<task>`,
 `val/<task>/loss`). Parity plots come from the fine-tuning runs' `test_predictions.npz`.
 """
 
@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 VARIANT_STYLE = {"pretrained": ("tab:blue", "pretrained"), "scratch": ("tab:orange", "from scratch")}
-_TRAIN_KEY = re.compile(r"^(energy_mae|force_mae)/(.+)$")
+_TRAIN_KEY = re.compile(r"^(?:[^/]+/)?(energy_mae|force_mae)/(.+)$")  # optionally prefixed by the objective
 _VAL_KEY = re.compile(r"^val/([^/]+)/loss$")
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from atomforge.finetune.config import DataSpec, FinetuneConfig, FinetuneOptim, TargetSpec
 from atomforge.models.painn import PaiNNConfig
 
-DEMO_RMD17 = "data/demo/raw/rmd17/rmd17_ethanol.npz"
+DEMO_RMD17 = "demo_out/raw/rmd17/rmd17_ethanol.npz"  # make demo writes the raw corpora under demo_out/raw
 
 
 def rmd17() -> FinetuneConfig:
