@@ -138,6 +138,7 @@ def process_unit(reader, unit: WorkUnit, config: PipelineConfig, storage_options
             split = split_of(record, config.split_fractions, config.seed)
         except ValueError as error:
             quarantine.append(asdict(BadRecord(record.system_id, unit.path, "invalid_split", str(error))))
+            yield {"num_read": 1, "num_written": 0}
             continue
         buffers[split].append(record)
         if len(buffers[split]) >= config.shard_size:
