@@ -18,7 +18,7 @@ from pathlib import Path
 import ray
 from atomforge.recipes.jmp import RECIPES, recipe, with_data
 from atomforge.training.checkpoint import latest_checkpoint
-from atomforge.training.config import apply_overrides
+from atomforge.training.config import absolute_local_paths, apply_overrides
 from atomforge.training.launch import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def build_config(args: argparse.Namespace):
         overrides.append(f"checkpoint.output={args.output}")
     if args.num_workers is not None:
         overrides.append(f"scaling.num_workers={args.num_workers}")
-    return apply_overrides(config, overrides)
+    return absolute_local_paths(apply_overrides(config, overrides))
 
 
 def main(argv: list[str] | None = None) -> int:

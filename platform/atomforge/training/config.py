@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from atomforge.objectives.mix import MixEntry
@@ -166,6 +167,24 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------ overrides
+def absolute_local_paths(config: TrainConfig) -> TrainConfig:
+    """The config with local data and output paths made absolute (URLs with a scheme are kept).
+
+    Ray Train workers do not run in the driver's working directory, so a relative path given on
+    the command line or in a recipe must be resolved where it was written: in the driver.
+    """
+
+    def resolve(url: str) -> str:
+        return url if not url or "://" in url else os.path.abspath(url)
+
+    tasks = {name: replace(task, url=resolve(task.url)) for name, task in config.data.tasks.items()}
+    return replace(
+        config,
+        data=replace(config.data, tasks=tasks),
+        checkpoint=replace(config.checkpoint, output=resolve(config.checkpoint.output)),
+    )
+
+
 def apply_overrides(config: Any, assignments: Sequence[str]) -> Any:
     """A copy of `config` with each `a.b.c=value` applied (dataclass fields, mapping keys).
 
