@@ -179,3 +179,14 @@ def test_each_bad_input_kind_is_quarantined(tmp_path):
         assert len(table) == c["quarantined"] and all(r["reason"] and r["detail"] and r["source"] for r in table)
     assert files["counts"]["written"] == 2
     assert json.dumps(manifest).count("hot") == 0  # ids live in the quarantine table, not the manifest
+
+
+def test_units_differing_only_in_options_are_distinct_and_repeats_are_refused(tmp_path):
+    from atomforge.pipeline.executor import check_unique, unit_id
+
+    a = WorkUnit("transition1x", "f.h5", 0, 1, {"split": "train"})
+    b = WorkUnit("transition1x", "f.h5", 0, 1, {"split": "val"})
+    assert unit_id(a) != unit_id(b)
+    check_unique([a, b])
+    with pytest.raises(ValueError, match="identical"):
+        check_unique([a, b, WorkUnit("transition1x", "f.h5", 0, 1, {"split": "train"})])

@@ -37,8 +37,22 @@ ENCODERS = {"parquet": encode_parquet, "webdataset": encode_webdataset}
 
 
 def unit_id(unit: WorkUnit) -> str:
-    """Short stable name of a work unit (hash of its key)."""
-    return hashlib.sha256(unit.key.encode()).hexdigest()[:12]
+    """Short stable name of a work unit: hash of its key and options.
+
+    Options are part of the identity: Transition1x's units for train/val/test share path and range
+    and differ only in `options["split"]`, so `WorkUnit.key` alone would merge them.
+    """
+    identity = json.dumps([unit.key, unit.options], sort_keys=True, default=str)
+    return hashlib.sha256(identity.encode()).hexdigest()[:12]
+
+
+def check_unique(units: list[WorkUnit]) -> None:
+    """Raise ValueError if two work units would share markers and shard names."""
+    seen: dict[str, WorkUnit] = {}
+    for unit in units:
+        other = seen.setdefault(unit_id(unit), unit)
+        if other is not unit:
+            raise ValueError(f"work units {other} and {unit} are identical: the reader listed one twice")
 
 
 class Layout:
@@ -198,6 +212,7 @@ def run_pipeline(config: PipelineConfig, reader, storage_options: dict | None = 
         log.info("output already complete (fingerprint %s): nothing to do", config.fingerprint)
         return published
     units = reader.work_units()
+    check_unique(units)
     if on_plan is not None:
         on_plan(len(units))
     sources = manifest_mod.source_files(fs, f"{root}/_work/{layout.version}/sources.json", units,

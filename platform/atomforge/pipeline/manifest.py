@@ -106,6 +106,9 @@ def build(config: PipelineConfig, reader, unit_markers: list[dict], sources: lis
     if num_read != num_written + len(quarantine):
         raise RuntimeError(f"counts do not reconcile: read {num_read} != written {num_written} "
                            f"+ quarantined {len(quarantine)}")
+    paths = [shard["path"] for part in parts for shard in part["shards"]]
+    if len(set(paths)) != len(paths):
+        raise RuntimeError("a shard is listed twice: two work units share markers")
     splits = {s: {"rows": 0, "atoms": 0} for s in SPLITS}
     for part in parts:
         splits[part["split"]]["rows"] += part["num_rows"]
