@@ -23,7 +23,7 @@ import os
 
 # One thread per process everywhere, as Ray gives each 1-CPU task: the floor and the in-process
 # run then measure the same per-core work as a Ray worker (OpenMP threads spinning on a shared,
-# loaded 2-core box made them up to 2x slower and noisy).
+# loaded 2-core box made them 2-3x slower and noisy in runs here).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
