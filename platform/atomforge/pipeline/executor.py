@@ -37,13 +37,8 @@ ENCODERS = {"parquet": encode_parquet, "webdataset": encode_webdataset}
 
 
 def unit_id(unit: WorkUnit) -> str:
-    """Short stable name of a work unit: hash of its key and options.
-
-    Options are part of the identity: Transition1x's units for train/val/test share path and range
-    and differ only in `options["split"]`, so `WorkUnit.key` alone would merge them.
-    """
-    identity = json.dumps([unit.key, unit.options], sort_keys=True, default=str)
-    return hashlib.sha256(identity.encode()).hexdigest()[:12]
+    """Short stable name of a work unit: a hash of its key (which includes its options)."""
+    return hashlib.sha256(unit.key.encode()).hexdigest()[:12]
 
 
 def check_unique(units: list[WorkUnit]) -> None:
