@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=SIZES)
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
-    parser.add_argument("--output", default="bench_out/models.json")
+    parser.add_argument("--json", default="bench_out/models.json")
     args = parser.parse_args()
     if args.child:
         import torch
@@ -140,10 +140,10 @@ def main() -> None:
     baseline = baseline_rss_mib()
     rows = [run_child(args, b, s, k, o) for b in args.backbones for s in args.sizes for k in BATCHES for o in OBJECTIVES]
     print_table(rows, baseline, args.device)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps({"device": args.device, "threads": args.threads, "steps": args.steps,
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"device": args.device, "threads": args.threads, "steps": args.steps,
                                              "baseline_rss_mib": baseline, "rows": rows}, indent=1))
-    print(f"wrote {args.output}")
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpora", default="bench_out/demo_small", help="demo corpora folder")
     parser.add_argument("--size", default="small", choices=("tiny", "small", "medium"))
-    parser.add_argument("--output", default="bench_out/readers.json")
+    parser.add_argument("--json", default="bench_out/readers.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     root = Path(args.corpora)
@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['corpus']:<14}{r['structures']:>11}{r['atoms']:>9}{r['skipped']:>9}{r['seconds']:>9.2f}"
               f"{r['structures_per_s']:>10.0f}{r['atoms_per_s']:>10.0f}")
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     meta = {"demo": json.loads((root / "demo.json").read_text()), "python": sys.version.split()[0],
             "machine": host.machine(), "cpu_count": os.cpu_count()}
-    Path(args.output).write_text(json.dumps({"readers": rows, **meta}, indent=2))
+    Path(args.json).write_text(json.dumps({"readers": rows, **meta}, indent=2))
     return 0
 
 
