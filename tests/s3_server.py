@@ -68,6 +68,7 @@ class SeaweedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [self.binary, "server", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                    f"-master.port={self.master}", f"-volume.port={self.volume}", "-master.volumeSizeLimitMB=64",
+                   "-volume.max=64",  # 8 slots run out once two buckets (collections) each grow 7 volumes
                    "-filer", f"-filer.port={self.filer}", "-s3", f"-s3.port={self.s3}",
                    f"-s3.port.iceberg={self.iceberg}"]
         log = open(self.data_dir / "weed.log", "wb")  # noqa: SIM115 - kept open for the server's life
