@@ -116,13 +116,16 @@ def task_specs_from_config(meta: Mapping[str, Any], model: AtomisticModel) -> di
 def forces_modes(meta: Mapping[str, Any], tasks) -> dict[str, str]:
     """Force parameterisation per task: the fine-tuning record's, else inferred from the pretraining mix.
 
-    Pretraining configs record objectives by class (their repr): derivative (force-field)
-    objectives mean gradient forces, anything else the per-task direct heads.
+    Pretraining configs record each objective's class and settings: a derivative force-field
+    objective, or any objective trained with `forces="gradient"`, means gradient forces; anything
+    else the per-task direct heads.
     """
     if isinstance(meta.get("forces"), Mapping):
         return {t: str(meta["forces"].get(t, "direct")) for t in tasks}
-    objectives = json.dumps(meta.get("objectives") or {})
-    mode = "gradient" if "DerivativeForceField" in objectives else "direct"
+    entries = (meta.get("objectives") or {}).values()
+    objectives = [e.get("objective") for e in entries if isinstance(e, Mapping) and isinstance(e.get("objective"), Mapping)]
+    gradient = any(o.get("_type", "").endswith(".DerivativeForceField") or o.get("forces") == "gradient" for o in objectives)
+    mode = "gradient" if gradient else "direct"
     return dict.fromkeys(tasks, mode)
 
 

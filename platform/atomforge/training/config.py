@@ -270,4 +270,9 @@ def to_jsonable(value: Any) -> Any:
         return [to_jsonable(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
+    if type(value).__module__.startswith("atomforge.") and hasattr(value, "__dict__"):
+        # Objectives and schedules: their class and public settings, so the run record says how it trained.
+        out = {"_type": f"{type(value).__module__}.{type(value).__qualname__}"}
+        out.update({k: to_jsonable(v) for k, v in vars(value).items() if not k.startswith("_")})
+        return out
     return repr(value)
