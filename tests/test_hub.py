@@ -84,7 +84,7 @@ def test_export_load_identical_predictions_without_pickle(run_dir, tmp_path, mon
         assert torch.equal(a.energy, b.energy) and torch.equal(a.forces, b.forces)
     config = json.loads((tmp_path / "export" / "config.json").read_text())
     assert config["weights"] == "ema" and config["tasks"]["oc20"]["max_neighbors"] == 20
-    assert config["training"]["objectives"]["jmp"]["objective"] == "JMPSupervised"
+    assert config["training"]["objectives"]["jmp"]["objective"] == {"name": "JMPSupervised", "forces": "direct", "stress": False}
     card = (tmp_path / "export" / "README.md").read_text()
     for section in ("## Training data and objectives", "## Metrics", "## Intended use", "## Limitations", "## Licence"):
         assert section in card

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -140,9 +139,10 @@ def training_summary(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _objective_name(value: Any) -> Any:
-    """'<atomforge.objectives.supervised.JMPSupervised object at 0x..>' -> 'JMPSupervised'."""
-    match = re.match(r"<([\w.]+) object at 0x[0-9a-f]+>", str(value))
-    return match.group(1).rsplit(".", 1)[-1] if match else value
+    """A run record's objective {"_type": "atomforge...JMPSupervised", settings...} -> {"name": "JMPSupervised", settings...}."""
+    if isinstance(value, Mapping) and "_type" in value:
+        return {"name": str(value["_type"]).rsplit(".", 1)[-1], **{k: v for k, v in value.items() if k != "_type"}}
+    return value
 
 
 def upload(folder: Path, repo_id: str, api, token: str | None, message: str) -> None:
