@@ -19,14 +19,6 @@ SPEC = TaskSpec("md", cutoff=5.0, max_neighbors=30, energy_mean=0.3, energy_std=
                 linear_reference={1: -13.6, 6: -1029.0, 8: -2041.0, 29: -3.5})
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core box: one intra-op thread is ~10x faster than two contending ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def model() -> AtomisticModel:

@@ -70,14 +70,6 @@ def pretrain_checkpoint(directory: Path, seed: int = 0) -> Path:
     return ckpt.write_checkpoint(directory / ckpt.checkpoint_name(10), state, to_jsonable(config), model.config_dict())
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core box: one intra-op thread is ~10x faster than two contending ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="session")
 def rmd17_file(tmp_path_factory) -> Path:

@@ -89,14 +89,6 @@ def _cached_model(kind: str, double: bool, seed: int, tasks: tuple[str, ...]) ->
     return model.double() if double else model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core box run ~20x faster single-threaded (no thread contention)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(params=list(BACKBONES))
 def backbone_kind(request) -> str:
