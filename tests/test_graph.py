@@ -46,6 +46,20 @@ def outside_cell():
     return b
 
 
+def wire():
+    """Periodic along z only, with zero vectors on the other axes."""
+    atoms = Atoms("C4", positions=[[0, 0, 0], [1.2, 0.3, 1.1], [0.1, 1.3, 2.2], [-0.9, 0.4, 3.4]],
+                  cell=[[0, 0, 0], [0, 0, 0], [0, 0, 4.6]], pbc=[False, False, True])
+    return atoms
+
+
+def flat_slab():
+    """pbc (T, T, F) with a zero third cell vector."""
+    s = slab()
+    s.cell[2] = 0.0
+    return s
+
+
 def rattled(atoms, seed=1, scale=0.15):
     a = atoms.copy()
     a.positions += np.random.default_rng(seed).normal(0, scale, a.positions.shape)
@@ -59,6 +73,8 @@ CASES = {
     "triclinic_bulk": (triclinic(), 6.0),
     "tiny_cell_12A": (tiny_cell(), 12.0),
     "outside_cell": (outside_cell(), 5.0),
+    "wire_FFT": (wire(), 6.0),
+    "slab_zero_c": (flat_slab(), 6.0),
     "perturbed_slab": (rattled(slab()), 6.0),
     "perturbed_triclinic": (rattled(triclinic()), 7.0),
 }

@@ -53,21 +53,12 @@ def _vesin_box(cell: np.ndarray | None, pbc: np.ndarray) -> tuple[np.ndarray, li
     if not pbc.any():
         return np.zeros((3, 3)), [False, False, False]
     box = np.array(cell, dtype=np.float64).reshape(3, 3)
-    # Non-periodic axes never get a shift, so their vector only has to keep the box invertible.
-    for axis in np.flatnonzero(~pbc):
-        if np.linalg.norm(box[axis]) < 1e-8 or abs(np.linalg.det(box)) < 1e-8:
-            others = box[pbc]
-            normal = np.cross(others[0], others[1]) if len(others) == 2 else _orthogonal(box, axis)
-            box[axis] = normal / np.linalg.norm(normal) * 1.0
+    if abs(np.linalg.det(box)) < 1e-8:
+        # Non-periodic axes never get a shift, so their vectors only have to keep the box invertible:
+        # fill them with unit vectors orthogonal to the periodic ones (slabs with c = 0, wires).
+        basis, _ = np.linalg.qr(box[pbc].T, mode="complete")  # (3, 3); first columns span the periodic rows
+        box[~pbc] = basis[:, int(pbc.sum()):].T
     return box, pbc.tolist()
-
-
-def _orthogonal(box: np.ndarray, axis: int) -> np.ndarray:
-    rows = [box[k] for k in range(3) if k != axis and np.linalg.norm(box[k]) > 1e-8]
-    if len(rows) == 2:
-        return np.cross(rows[0], rows[1])
-    basis = np.eye(3)
-    return basis[axis]
 
 
 def edge_vectors(positions, cell, edge_index, shifts):

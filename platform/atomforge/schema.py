@@ -157,8 +157,9 @@ def validate(s: Structure) -> None:
             fail("cell", "is missing but pbc is set")
         if not np.isfinite(s.cell).all():
             fail("cell", "contains NaN or inf")
+        # Only the periodic vectors must span a lattice: a slab or wire may leave the others zero.
         periodic_rows = s.cell[s.pbc]
-        if abs(np.linalg.det(s.cell)) < 1e-6 or np.linalg.matrix_rank(periodic_rows, tol=1e-6) < len(periodic_rows):
+        if np.linalg.matrix_rank(periodic_rows, tol=1e-6) < len(periodic_rows):
             fail("cell", "is singular along periodic directions")
     elif s.cell is not None and not np.isfinite(s.cell).all():
         fail("cell", "contains NaN or inf")
