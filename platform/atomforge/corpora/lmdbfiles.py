@@ -20,13 +20,44 @@ from typing import Any
 import numpy as np
 
 from atomforge.corpora import sources
-from atomforge.corpora.base import BadRecord, CorpusError, WorkUnit, build_record
-from atomforge.schema import Structure
+from atomforge.corpora.base import BadRecord, CorpusError, StreamingCorpus, WorkUnit, build_record
+from atomforge.schema import FRAME_KINDS, Structure
 
 PICKLE_SUFFIX = ".lmdb"
 ASELMDB_SUFFIX = ".aselmdb"
 LMDB_SUFFIXES = (PICKLE_SUFFIX, ASELMDB_SUFFIX)
 ASELMDB_RESERVED = (b"nextid", b"deleted_ids", b"metadata")
+
+
+class OpenCatalystReader(StreamingCorpus):
+    """What the OC20 and OC22 readers share: their options, and units of one file or one LMDB record range.
+
+    Options:
+        frame_kind: "relax" (S2EF trajectories, default) or "md" for MD / rattled extras.
+        trust_pickle: allow unpickling `*.lmdb` values (runs code from the file: trusted sources only).
+        records_per_unit: LMDB records per work unit (default 10,000).
+        storage_options: fsspec options; kept on the reader, never in work units.
+    """
+
+    def __init__(self, url: str, frame_kind: str = "relax", trust_pickle: bool = False,
+                 records_per_unit: int = 10_000, storage_options: dict | None = None) -> None:
+        if frame_kind not in FRAME_KINDS:
+            raise ValueError(f"option 'frame_kind' is {frame_kind!r}, expected one of {FRAME_KINDS}")
+        self.url = url
+        self.frame_kind = frame_kind
+        self.trust_pickle = trust_pickle
+        self.records_per_unit = records_per_unit
+        self.storage_options = storage_options
+
+    def file_units(self, suffixes: tuple[str, ...], options: dict[str, Any]) -> list[WorkUnit]:
+        """One unit per file ending in `suffixes`; LMDBs split into record ranges."""
+        units = []
+        for path in sources.list_files(self.url, suffixes + LMDB_SUFFIXES, self.storage_options):
+            if sources.base_suffix(path) in LMDB_SUFFIXES:
+                units += lmdb_units(self, path, options)
+            else:
+                units.append(WorkUnit(self.name, path, 0, None, options))
+        return units
 
 
 def open_lmdb(path: str):

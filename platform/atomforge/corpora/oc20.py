@@ -16,46 +16,25 @@ from typing import Any
 
 from atomforge.corpora import sources
 from atomforge.corpora.asefiles import _stream_frames, record_from_atoms
-from atomforge.corpora.base import BadRecord, CorpusError, StreamingCorpus, WorkUnit
-from atomforge.corpora.lmdbfiles import LMDB_SUFFIXES, lmdb_units, read_lmdb_unit
-from atomforge.schema import FRAME_KINDS, Structure
+from atomforge.corpora.base import BadRecord, CorpusError, WorkUnit
+from atomforge.corpora.lmdbfiles import LMDB_SUFFIXES, OpenCatalystReader, read_lmdb_unit
+from atomforge.schema import Structure
 
 EXTXYZ_SUFFIXES = (".extxyz",)
 
 
-class OC20Reader(StreamingCorpus):
+class OC20Reader(OpenCatalystReader):
     """OC20 S2EF frames under `url` (a pair's extxyz, a folder of pairs, LMDBs; local or fsspec).
 
-    Options:
-        frame_kind: "relax" (S2EF trajectories, default) or "md" for the MD / rattled extras.
-        trust_pickle: allow unpickling `*.lmdb` values (runs code from the file: trusted sources only).
-        records_per_unit: LMDB records per work unit (default 10,000).
-        storage_options: fsspec options; kept on the reader, never in work units.
+    Options as `OpenCatalystReader`; `frame_kind="md"` for the MD / rattled extras.
     """
 
     name = "oc20"
     energy_convention = "referenced"
 
-    def __init__(self, url: str, frame_kind: str = "relax", trust_pickle: bool = False,
-                 records_per_unit: int = 10_000, storage_options: dict | None = None) -> None:
-        if frame_kind not in FRAME_KINDS:
-            raise ValueError(f"option 'frame_kind' is {frame_kind!r}, expected one of {FRAME_KINDS}")
-        self.url = url
-        self.frame_kind = frame_kind
-        self.trust_pickle = trust_pickle
-        self.records_per_unit = records_per_unit
-        self.storage_options = storage_options
-
     def work_units(self) -> list[WorkUnit]:
         """One unit per extxyz/txt pair; LMDBs split into record ranges."""
-        options = {"root": self.url, "frame_kind": self.frame_kind}
-        units = []
-        for path in sources.list_files(self.url, EXTXYZ_SUFFIXES + LMDB_SUFFIXES, self.storage_options):
-            if sources.base_suffix(path) in LMDB_SUFFIXES:
-                units += lmdb_units(self, path, options)
-            else:
-                units.append(WorkUnit(self.name, path, 0, None, options))
-        return units
+        return self.file_units(EXTXYZ_SUFFIXES, {"root": self.url, "frame_kind": self.frame_kind})
 
     def read(self, unit: WorkUnit) -> Iterator[Structure | BadRecord]:
         """Frames of one extxyz/txt pair (or LMDB record range), in file order."""

@@ -12,48 +12,29 @@ from collections.abc import Iterator
 
 from atomforge.corpora import sources
 from atomforge.corpora.asefiles import STREAM_FORMATS, AseFilesReader
-from atomforge.corpora.base import BadRecord, StreamingCorpus, WorkUnit
-from atomforge.corpora.lmdbfiles import LMDB_SUFFIXES, lmdb_units, read_lmdb_unit
-from atomforge.schema import FRAME_KINDS, Structure
+from atomforge.corpora.base import BadRecord, WorkUnit
+from atomforge.corpora.lmdbfiles import LMDB_SUFFIXES, OpenCatalystReader, read_lmdb_unit
+from atomforge.schema import Structure
 
 TRAJECTORY_SUFFIXES = (".traj", ".extxyz")
 
 
-class OC22Reader(StreamingCorpus):
-    """OC22 frames under `url` (file, folder or glob; local or fsspec).
-
-    Options:
-        frame_kind: default "relax".
-        trust_pickle: allow unpickling `*.lmdb` values (runs code from the file: trusted sources only).
-        records_per_unit: LMDB records per work unit (default 10,000).
-        storage_options: fsspec options; kept on the reader, never in work units.
-    """
+class OC22Reader(OpenCatalystReader):
+    """OC22 frames under `url` (file, folder or glob; local or fsspec). Options as `OpenCatalystReader`."""
 
     name = "oc22"
     energy_convention = "total"
 
     def __init__(self, url: str, frame_kind: str = "relax", trust_pickle: bool = False,
                  records_per_unit: int = 10_000, storage_options: dict | None = None) -> None:
-        if frame_kind not in FRAME_KINDS:
-            raise ValueError(f"option 'frame_kind' is {frame_kind!r}, expected one of {FRAME_KINDS}")
-        self.url = url
-        self.frame_kind = frame_kind
-        self.trust_pickle = trust_pickle
-        self.records_per_unit = records_per_unit
-        self.storage_options = storage_options
+        super().__init__(url, frame_kind, trust_pickle, records_per_unit, storage_options)
         self._trajectories = AseFilesReader(url, dataset="oc22", frame_kind=frame_kind, group_by="file",
                                             storage_options=storage_options)
 
     def work_units(self) -> list[WorkUnit]:
         """One unit per trajectory file; LMDBs split into record ranges."""
         options = {"root": self.url, "dataset": "oc22", "frame_kind": self.frame_kind, "group_by": "file"}
-        units = []
-        for path in sources.list_files(self.url, TRAJECTORY_SUFFIXES + LMDB_SUFFIXES, self.storage_options):
-            if sources.base_suffix(path) in LMDB_SUFFIXES:
-                units += lmdb_units(self, path, options)
-            else:
-                units.append(WorkUnit(self.name, path, 0, None, options))
-        return units
+        return self.file_units(TRAJECTORY_SUFFIXES, options)
 
     def read(self, unit: WorkUnit) -> Iterator[Structure | BadRecord]:
         """Frames of one trajectory file or LMDB record range."""
