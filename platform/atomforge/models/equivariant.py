@@ -13,7 +13,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from atomforge.models.backbone import NUM_ATOM_TYPES, Backbone, BackboneInputs, NodeFeatures
 from atomforge.models.hooks import AdaptiveLayerNorm, vector_harmonics
-from atomforge.models.radial import BesselBasis, safe_norm
+from atomforge.models.radial import BesselBasis, polynomial_envelope, safe_norm
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,12 @@ class Convolution(nn.Module):
         self.gate = Gate(f"{config.scalars}x0e", [F.silu], f"{gated.num_irreps}x0e", [torch.sigmoid], gated)
         self.linear_out = o3.Linear(mid_sorted.simplify(), self.gate.irreps_in)
 
-    def forward(self, x, edge_sh, rbf, edge_index, condition, graph):
+    def forward(self, x, edge_sh, rbf, envelope, edge_index, condition, graph):
         src, dst = edge_index
         s, gate = self.norm(x[:, : self.num_scalars], condition, graph)
         h = self.linear_in(torch.cat([s, x[:, self.num_scalars :]], dim=-1))
-        messages = self.tp(h[src], edge_sh, self.radial(rbf))
+        weights = self.radial(rbf) * envelope.unsqueeze(-1)  # (E, W): exactly 0 from the cutoff on
+        messages = self.tp(h[src], edge_sh, weights)
         aggregated = messages.new_zeros(x.shape[0], messages.shape[1]).index_add_(0, dst, messages) * self.scale
         update = self.gate(self.linear_out(aggregated))
         if gate is not None:
@@ -120,9 +121,9 @@ class EquivariantBackbone(Backbone):
             x = x + self.encode(vector_harmonics(inputs.vector_input.to(x.dtype), self.config.l_max))
         r = safe_norm(inputs.edge_vec)
         edge_sh = o3.spherical_harmonics(self.irreps_sh, inputs.edge_vec / r.unsqueeze(-1), normalize=False, normalization="component")
-        rbf = self.rbf(r)
+        rbf, envelope = self.rbf(r), polynomial_envelope(r, self.cutoff)
         for layer in self.layers:
-            x = layer(x, edge_sh, rbf, inputs.edge_index, inputs.condition, inputs.graph)
+            x = layer(x, edge_sh, rbf, envelope, inputs.edge_index, inputs.condition, inputs.graph)
         f0, f1 = self.config.scalars, self.config.vectors
         vectors = x[:, f0 : f0 + 3 * f1].reshape(-1, f1, 3).transpose(1, 2)  # e3nn 1o is Cartesian xyz
         return NodeFeatures(scalars=x[:, :f0], vectors=vectors)

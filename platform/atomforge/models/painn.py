@@ -10,7 +10,7 @@ from torch import nn
 
 from atomforge.models.backbone import NUM_ATOM_TYPES, Backbone, BackboneInputs, NodeFeatures
 from atomforge.models.hooks import AdaptiveLayerNorm, vector_harmonics
-from atomforge.models.radial import BesselBasis, safe_norm
+from atomforge.models.radial import BesselBasis, polynomial_envelope, safe_norm
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,12 @@ class PaiNNMessage(nn.Module):
         self.phi = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 3 * hidden))
         self.filter = nn.Linear(num_basis, 3 * hidden)
 
-    def forward(self, s, v, rbf, unit, edge_index, condition, graph):
-        """s (N, F), v (N, 3, F), rbf (E, B), unit (E, 3) dst->src. Returns updated (s, v)."""
+    def forward(self, s, v, rbf, envelope, unit, edge_index, condition, graph):
+        """s (N, F), v (N, 3, F), rbf (E, B), envelope (E,), unit (E, 3) dst->src. Returns updated (s, v)."""
         src, dst = edge_index
         h, gate = self.norm(s, condition, graph)
-        x = self.phi(h)[src] * self.filter(rbf)  # (E, 3F); rbf carries the envelope, so x -> 0 at the cutoff
+        # Envelope after the (biased) filter, as in PaiNN: the filter is exactly 0 from the cutoff on.
+        x = self.phi(h)[src] * (self.filter(rbf) * envelope.unsqueeze(-1))  # (E, 3F)
         ds, dvv, dvs = x.split(self.hidden, dim=-1)
         dv = v[src] * dvv.unsqueeze(1) + dvs.unsqueeze(1) * unit.unsqueeze(-1)  # (E, 3, F)
         ds = torch.zeros_like(s).index_add_(0, dst, ds) * self.scale
@@ -119,7 +120,8 @@ class PaiNN(Backbone):
             v = v + self.encode_l1(harmonics[:, 1:4].unsqueeze(-1))
         r = safe_norm(inputs.edge_vec)
         rbf, unit = self.rbf(r), inputs.edge_vec / r.unsqueeze(-1)
+        envelope = polynomial_envelope(r, self.cutoff)
         for message, update in zip(self.messages, self.updates):
-            s, v = message(s, v, rbf, unit, inputs.edge_index, inputs.condition, inputs.graph)
+            s, v = message(s, v, rbf, envelope, unit, inputs.edge_index, inputs.condition, inputs.graph)
             s, v = update(s, v)
         return NodeFeatures(scalars=s, vectors=v)
