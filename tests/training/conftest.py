@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from atomforge.graph import neighbor_graph
+from atomforge.pipeline.label_stats import StatsAccumulator
 from atomforge.schema import Structure, rows_to_table, to_row
 
 CUTOFF, SKIN, K = 5.0, 0.5, 20
@@ -52,29 +53,48 @@ def _spread(pos, cell):
 def write_shards(root: Path, task: str, num: dict[str, int], periodic: bool, seed: int = 0, shard_size: int = 40) -> str:
     """Publish `num[split]` synthetic structures of `task` under root/task; returns the URL."""
     rng = np.random.default_rng(seed)
-    out = root / task
-    shards, energies, force_sq, natoms = [], [], [], []
+    splits, offset = {}, 0
     for split, count in num.items():
-        structures = [synthetic_structure(task, i + 1000 * len(shards), rng, periodic) for i in range(count)]
-        for part, start in enumerate(range(0, count, shard_size)):
+        splits[split] = [synthetic_structure(task, i + offset, rng, periodic) for i in range(count)]
+        offset += 1000 * -(-count // shard_size)
+    everything = [s for structures in splits.values() for s in structures]
+    energies = [s.energy / s.num_atoms for s in everything]
+    force_sq = [(s.forces**2).mean() for s in everything]
+    natoms = [s.num_atoms for s in everything]
+    statistics = {"linear_reference": {"1": -1.5, "6": -1.5, "8": -1.5}, "energy_mean": 0.0,
+                  "energy_std": float(np.std(energies) * np.mean(natoms)) or 1.0,
+                  "force_rms": float(np.sqrt(np.mean(force_sq)))}
+    return publish(root, task, splits, statistics, shard_size)
+
+
+def publish(root: Path, task: str, splits: dict[str, list[Structure]], statistics: dict | None = None,
+            shard_size: int = 40) -> str:
+    """Write structures per split as Parquet shards + manifest under root/task; returns the URL.
+
+    statistics: the manifest's block for `task`; None computes it with the pipeline's own
+    accumulator over the train split (as `pipelines/preprocess.py` does).
+    """
+    out = root / task
+    shards = []
+    for split, structures in splits.items():
+        for part, start in enumerate(range(0, len(structures), shard_size)):
             chunk = structures[start:start + shard_size]
             rows = [to_row(s, neighbor_graph(s, CUTOFF, K + 10, skin=SKIN), split=split) for s in chunk]
             rel = f"v-test/{split}/{task}-{part:04d}.parquet"
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(rows_to_table(rows), out / rel)
             shards.append({"path": rel, "format": "parquet", "split": split, "datasets": [task], "rows": len(rows)})
-        for s in structures:
-            energies.append(s.energy / s.num_atoms)
-            force_sq.append((s.forces**2).mean())
-            natoms.append(s.num_atoms)
+    if statistics is None:
+        accumulator = StatsAccumulator()
+        for structure in splits.get("train", []):
+            accumulator.add(structure)
+        statistics = accumulator.finalize()
     manifest = {
         "schema_version": "1.0", "formats": ["parquet"], "shards": shards,
         "graph": {"cutoff": CUTOFF, "skin": SKIN, "max_neighbors": K, "k_store": K + 10, "tie_rule": "strict"},
         "datasets": {task: {"energy_convention": "total"}},
-        "counts": {"splits": {s: {"rows": c} for s, c in num.items()}},
-        "statistics": {task: {"linear_reference": {"1": -1.5, "6": -1.5, "8": -1.5}, "energy_mean": 0.0,
-                              "energy_std": float(np.std(energies) * np.mean(natoms)) or 1.0,
-                              "force_rms": float(np.sqrt(np.mean(force_sq)))}},
+        "counts": {"splits": {s: {"rows": len(c)} for s, c in splits.items()}},
+        "statistics": {task: statistics},
     }
     (out / "manifest.json").write_text(json.dumps(manifest))
     return str(out)

@@ -135,6 +135,7 @@ def graphs(structures: Sequence[Structure], spec: TaskSpec, max_neighbors: int |
 
 def batches(items: Sequence[Data], batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> Iterator[Batch]:
     """Batches of `batch_size` graphs (the last one may be smaller), in a seeded random order when shuffling."""
-    order = torch.randperm(len(items), generator=generator).tolist() if shuffle else list(range(len(items)))
+    device = None if generator is None else generator.device
+    order = torch.randperm(len(items), generator=generator, device=device).tolist() if shuffle else list(range(len(items)))
     for start in range(0, len(order), batch_size):
         yield Batch.from_data_list([items[i] for i in order[start: start + batch_size]])

@@ -93,7 +93,7 @@ class ObjectiveMix:
         metrics: dict[str, float] = {}
         for entry in self.entries:
             weight = entry.weight(ctx.step, ctx.total_steps) if callable(entry.weight) else float(entry.weight)
-            gate = entry.probability >= 1.0 or float(torch.rand((), generator=ctx.generator)) < entry.probability
+            gate = entry.probability >= 1.0 or float(torch.rand((), generator=ctx.generator, device=ctx.generator.device)) < entry.probability
             if weight == 0.0 or not gate or ctx.step % entry.every:
                 continue
             result = entry.objective.run(model, batch, ctx)

@@ -116,9 +116,8 @@ class Worker:
             with self._autocast():
                 result = self.objective.run(self.model, batch, context)
             self.scaler.scale(result.loss / accum).backward()
-            for k, v in result.metrics.items():
+            for k, v in result.metrics.items():  # includes the mix's "loss": counted once
                 sums[k] = sums.get(k, 0.0) + float(v) / accum
-            sums["loss"] = sums.get("loss", 0.0) + float(result.loss.detach()) / accum
         self._all_reduce_gradients()
         self.scaler.unscale_(self.optimizer)
         grad_norm = clip_gradients(self.model, self.config.optim.grad_clip)
