@@ -70,7 +70,8 @@ class SeaweedServer:
                    f"-master.port={self.master}", f"-volume.port={self.volume}", "-master.volumeSizeLimitMB=64",
                    "-volume.max=64",  # 8 slots run out once two buckets (collections) each grow 7 volumes
                    "-filer", f"-filer.port={self.filer}", "-s3", f"-s3.port={self.s3}",
-                   f"-s3.port.iceberg={self.iceberg}"]
+                   f"-s3.port.iceberg={self.iceberg}",
+                   "-s3.port.lance=0"]  # its fixed default port (9101) collides with any other SeaweedFS here
         log = open(self.data_dir / "weed.log", "wb")  # noqa: SIM115 - kept open for the server's life
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
