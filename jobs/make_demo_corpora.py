@@ -3,8 +3,8 @@
     python jobs/make_demo_corpora.py --output DIR [--size tiny|small|medium] [--seed N]
 
 `tiny` takes seconds (tests, CI), `small` about a minute (demo). Output is bit-for-bit
-reproducible for a seed: xTB runs single-threaded (OMP_NUM_THREADS=1 unless set), because
-multi-threaded reductions change the last digits. See DIR/README.md for what differs from the
+reproducible for a seed (the `.aselmdb`'s row timestamps aside): xTB runs single-threaded
+(OMP_NUM_THREADS=1 unless set), because multi-threaded reductions change the last digits. See DIR/README.md for what differs from the
 real corpora.
 """
 

@@ -63,12 +63,16 @@ def _extxyz_frame(symbol: str, energy: str) -> str:
             f"H 0 0 0\n{symbol} 0 0 1.0\n")
 
 
-def test_unknown_element_names_file_and_frame(tmp_path):
+def test_unknown_element_is_one_bad_record_naming_file_frame_and_field(tmp_path):
     path = tmp_path / "bad.extxyz"
-    path.write_text(_extxyz_frame("H", "-1.0") + _extxyz_frame("Xq", "-1.0"))
+    path.write_text(_extxyz_frame("H", "-1.0") + _extxyz_frame("Xq", "-1.0") + _extxyz_frame("H", "-3.0"))
     reader = read_corpus("ase", str(path))
-    with pytest.raises(CorpusError, match=r"bad\.extxyz: frame 1"):
-        list(reader)
+    records = list(reader.read(reader.work_units()[0]))
+    assert [type(r).__name__ for r in records] == ["Structure", "BadRecord", "Structure"]
+    bad = records[1]
+    assert bad.reason == "parse_error" and bad.system_id == "ase/bad/1"
+    assert "bad.extxyz" in bad.detail and "frame 1" in bad.detail and "species" in bad.detail and "Xq" in bad.detail
+    assert records[2].system_id == "ase/bad/2" and records[2].energy == -3.0
 
 
 def test_nan_energy_and_overlapping_atoms_become_bad_records(tmp_path):

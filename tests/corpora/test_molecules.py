@@ -11,6 +11,7 @@ from atomforge import read_corpus
 from atomforge.corpora import CorpusError
 from atomforge.corpora.ani1x import HARTREE_TO_EV
 from atomforge.corpora.rmd17 import KCAL_PER_MOL_TO_EV
+from atomforge.schema import Structure
 
 
 def test_real_ani1x_sample_exact_hartree_conversion(realdata):
@@ -93,19 +94,20 @@ def test_broken_ani_files_name_file_and_record(demo_dir, tmp_path):
         del handle[second]["coordinates"]
         handle[second]["coordinates"] = data[:, :-1]
         handle[third]["atomic_numbers"][0] = 0
+    with h5py.File(edited) as handle:
+        sizes = {name: handle[name]["coordinates"].shape[0] for name in handle}
     reader = read_corpus("ani1x", str(edited))
-    unit = reader.work_units()[0]
-    with pytest.raises(CorpusError, match=rf"ani1x-demo\.h5: record {first}: dataset 'wb97x_dz\.energy' missing"):
-        list(reader.read(unit))
-    with h5py.File(edited, "a") as handle:
-        del handle[first]
-    with pytest.raises(CorpusError, match=rf"record {second}: dataset 'coordinates' has shape"):
-        list(reader.read(unit))
-    with h5py.File(edited, "a") as handle:
-        del handle[second]
-    records = list(reader.read(unit))
-    assert records[0].reason == "validation" and f"[{third}/0]" in records[0].detail
-    assert "atomic_numbers" in records[0].detail
+    records = [r for unit in reader.work_units() for r in reader.read(unit)]
+    assert len(records) == sum(sizes.values())  # every conformer is accounted for, the broken groups' too
+    by_group = {name: [r for r in records if r.system_id.split("/")[1] == name] for name in sizes}
+    assert [r.system_id for r in by_group[first]] == [f"ani1x/{first}/{i}" for i in range(sizes[first])]
+    assert all(r.reason == "missing_field" and "'wb97x_dz.energy' missing" in r.detail
+               and "ani1x-demo.h5" in r.detail for r in by_group[first])
+    assert all(r.reason == "bad_shape" and "'coordinates' has shape" in r.detail for r in by_group[second])
+    assert by_group[third][0].reason == "validation" and f"[{third}/0]" in by_group[third][0].detail
+    assert "atomic_numbers" in by_group[third][0].detail
+    others = [r for name in sorted(sizes)[3:] for r in by_group[name]]
+    assert others and all(isinstance(r, Structure) or r.reason == "nan_label" for r in others)
 
 
 def test_demo_transition1x_splits_ids_and_endpoints(demo_dir):
@@ -129,14 +131,24 @@ def test_demo_transition1x_splits_ids_and_endpoints(demo_dir):
         read_corpus("transition1x", str(path), splits=("train", "data"))
 
 
-def test_transition1x_missing_forces_names_reaction(demo_dir, tmp_path):
+def test_transition1x_missing_forces_quarantines_that_reaction_only(demo_dir, tmp_path):
     edited = _copy(demo_dir / "transition1x" / "transition1x-demo.h5", tmp_path)
     with h5py.File(edited, "a") as handle:
         formula = sorted(handle["val"])[0]
         rxn = sorted(handle["val"][formula])[0]
+        num_frames = handle[f"val/{formula}/{rxn}/positions"].shape[0]
         del handle[f"val/{formula}/{rxn}/wB97x_6-31G(d).forces"]
-    with pytest.raises(CorpusError, match=rf"record /val/{formula}/{rxn}: dataset 'wB97x_6-31G\(d\)\.forces' missing"):
-        list(read_corpus("transition1x", str(edited), splits=("val",)))
+        del handle[f"test/{sorted(handle['test'])[0]}"][sorted(handle["test"][sorted(handle["test"])[0]])[0]]["product"]
+    reader = read_corpus("transition1x", str(edited), splits=("val",))
+    records = [r for unit in reader.work_units() for r in reader.read(unit)]
+    assert len(records) == num_frames and all(r.reason == "missing_field" for r in records)
+    assert [r.system_id for r in records] == [f"transition1x/{formula}/{rxn}/{i}" for i in range(num_frames)]
+    assert f"record /val/{formula}/{rxn}: field 'wB97x_6-31G(d).forces' missing" in records[0].detail
+    ends = read_corpus("transition1x", str(edited), splits=("test",), include_endpoints=True)
+    records = [r for unit in ends.work_units() for r in ends.read(unit)]
+    missing = [r for r in records if not isinstance(r, Structure)]
+    assert [r.reason for r in missing] == ["missing_endpoint"] and missing[0].system_id.endswith("/product/0")
+    assert "has no 'product' group" in missing[0].detail
 
 
 def test_demo_rmd17_kcal_per_mol_conversion(demo_dir, tmp_path):

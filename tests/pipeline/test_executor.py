@@ -168,7 +168,7 @@ def test_each_bad_input_kind_is_quarantined(tmp_path):
                              BadRecord("r", "mem", "nan_label", "injected")]],
                            bad_dir / "defects.extxyz")
     manifest = build(bad_dir, tmp_path / "out-mem", in_memory, cutoff=15.0, max_neighbors=400)
-    assert manifest["quarantine"]["counts"] == {"duplicate_id": 1, "energy_out_of_range": 1, "force_out_of_range": 1,
+    assert manifest["quarantine"]["counts"] == {"duplicate": 1, "energy_out_of_range": 1, "force_out_of_range": 1,
                                                 "graph_error": 1, "invalid_split": 1, "nan_label": 1}
     files = build(bad_dir, tmp_path / "out-files", read_corpus("ase", str(bad_dir)))
     assert files["quarantine"]["counts"] == {"nan_label": 1, "unreadable_file": 1, "validation": 1}

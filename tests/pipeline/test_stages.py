@@ -40,7 +40,7 @@ def test_validator_reasons():
     validate = Validator(config(max_atoms=6, max_abs_force=50.0, max_abs_energy_per_atom=100.0), "src")
     assert validate(base) is base
     cases = {
-        "duplicate_id": base,
+        "duplicate": base,
         "too_many_atoms": from_ase(slabs(1)[0], "big"),
         "energy_out_of_range": base.replace(system_id="e", energy=-1e4),
         "force_out_of_range": base.replace(system_id="f", forces=np.full((5, 3), 60.0)),

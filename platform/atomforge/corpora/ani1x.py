@@ -4,7 +4,9 @@ Per group: atomic_numbers (Na,), coordinates (Nc, Na, 3) Å, `<level>.energy` (N
 `<level>.forces` (Nc, Na, 3) Hartree/Å. Converted here to eV and eV/Å with
 HARTREE_TO_EV = 27.211386245988 (CODATA 2018; `ase.units.Hartree` is the older CODATA 2014
 value 27.211386024, which would differ by 8 ppm). Conformers whose energy or forces at the chosen
-level are NaN are skipped as BadRecords with reason "nan_label" (counted, never loaded).
+level are NaN are skipped as BadRecords with reason "nan_label" (counted, never loaded). A group
+with a missing, unreadable or misshapen dataset makes each of its conformers a BadRecord naming
+the field (counted from the shape of `coordinates` or the energies), and the next group is read.
 
 Also reads the newer torchani layout (groups keyed by atom count with `species`, `energies`,
 `forces`, as in ANI-2x files): the group id is then the formula of each conformer.
@@ -21,8 +23,16 @@ from collections.abc import Iterator
 import numpy as np
 
 from atomforge.corpora import sources
-from atomforge.corpora.base import BadRecord, StreamingCorpus, WorkUnit, build_record
-from atomforge.corpora.hdf5files import group_names, open_hdf5, read_dataset
+from atomforge.corpora.base import (
+    BadRecord,
+    CorpusError,
+    RecordError,
+    StreamingCorpus,
+    WorkUnit,
+    bad_records,
+    build_record,
+)
+from atomforge.corpora.hdf5files import group_names, num_records, open_hdf5, read_dataset
 from atomforge.schema import FRAME_KINDS, Structure
 
 HARTREE_TO_EV = 27.211386245988  # eV per Hartree, CODATA 2018
@@ -59,44 +69,65 @@ class ANI1xReader(StreamingCorpus):
         self.storage_options = storage_options
 
     def work_units(self) -> list[WorkUnit]:
-        """Ranges of `groups_per_unit` formula groups per file (lists group names only)."""
+        """Ranges of `groups_per_unit` formula groups per file (lists group names only).
+
+        A file that cannot be opened is one unit of its own: reading it records it as unreadable.
+        """
         options = {"root": self.url}
         units = []
         for path in sources.list_files(self.url, HDF5_SUFFIXES, self.storage_options):
-            with open_hdf5(path, self.storage_options) as handle:
-                num = len(group_names(handle, path))
+            try:
+                with open_hdf5(path, self.storage_options) as handle:
+                    num = len(group_names(handle, path))
+            except CorpusError:
+                units.append(WorkUnit(self.name, path, 0, None, options))
+                continue
             units += [WorkUnit(self.name, path, start, min(start + self.groups_per_unit, num), options)
                       for start in range(0, num, self.groups_per_unit)]
         return units
+
+    def source_paths(self) -> list[str]:
+        return sources.list_files(self.url, HDF5_SUFFIXES, self.storage_options)
 
     def read(self, unit: WorkUnit) -> Iterator[Structure | BadRecord]:
         """Conformers of the unit's groups, group by group, in stored order."""
         with open_hdf5(unit.path, self.storage_options) as handle:
             for name in group_names(handle, unit.path)[unit.start:unit.stop]:
                 group = handle[name]
-                if "species" in group:
-                    yield from self._read_torchani_group(group, name, unit.path)
-                else:
-                    yield from self._read_formula_group(group, name, unit.path)
+                torchani = "species" in group
+                try:
+                    arrays = (self._torchani_arrays if torchani else self._formula_arrays)(group, name, unit.path)
+                except RecordError as error:
+                    yield from self._bad_group(group, name, unit.path, error)
+                    continue
+                yield from self._records(unit.path, name, *arrays)
 
-    def _read_formula_group(self, group, formula: str, url: str) -> Iterator[Structure | BadRecord]:
-        numbers = read_dataset(group, "atomic_numbers", url, formula)
+    def _formula_arrays(self, group, formula: str, url: str) -> tuple:
+        numbers = read_dataset(group, "atomic_numbers", url, formula, (None,))
         num_atoms = numbers.shape[0]
         coords = read_dataset(group, "coordinates", url, formula, (None, num_atoms, 3))
         num_conf = coords.shape[0]
         energy = read_dataset(group, f"{self.level}.energy", url, formula, (num_conf,))
         forces = (read_dataset(group, f"{self.level}.forces", url, formula, (num_conf, num_atoms, 3))
                   if self.forces else None)
-        yield from self._records(url, formula, np.broadcast_to(numbers, (num_conf, num_atoms)), coords,
-                                 energy, forces, [formula] * num_conf)
+        return np.broadcast_to(numbers, (num_conf, num_atoms)), coords, energy, forces, [formula] * num_conf
 
-    def _read_torchani_group(self, group, name: str, url: str) -> Iterator[Structure | BadRecord]:
-        species = read_dataset(group, "species", url, name)
+    def _torchani_arrays(self, group, name: str, url: str) -> tuple:
+        species = read_dataset(group, "species", url, name, (None, None))
         coords = read_dataset(group, "coordinates", url, name, species.shape + (3,))
         energy = read_dataset(group, "energies", url, name, species.shape[:1])
         forces = read_dataset(group, "forces", url, name, species.shape + (3,)) if self.forces else None
-        formulas = [formula_of(row) for row in species]
-        yield from self._records(url, name, species, coords, energy, forces, formulas)
+        return species, coords, energy, forces, [formula_of(row) for row in species]
+
+    def _bad_group(self, group, name: str, url: str, error: RecordError) -> Iterator[BadRecord]:
+        """Every conformer of a group whose arrays cannot be read, counted from any dataset's shape."""
+        count = num_records(group, ("coordinates", f"{self.level}.energy", "species", "energies"))
+        if count is None:  # no dataset says how many conformers the group holds
+            yield BadRecord(f"{self.dataset}/{name}/*", f"{url}[{name}]", error.reason,
+                            f"{url}[{name}]: {error.detail}; conformer count unknown", uncounted=True)
+            return
+        ids = [f"{self.dataset}/{name}/{index}" for index in range(count)]
+        yield from bad_records(ids, [f"{url}[{name}/{index}]" for index in range(count)], error)
 
     def _records(self, url, name, numbers, coords, energy, forces, formulas) -> Iterator[Structure | BadRecord]:
         """One record per conformer; Hartree -> eV, Hartree/Å -> eV/Å."""

@@ -3,7 +3,12 @@
 One work unit per file (or per row range of an ASE database when `rows_per_unit` is set).
 Labels come from the file's calculator results or info/arrays: energy (eV), forces (eV/Å),
 stress (eV/Å³, ASE sign convention); FixAtoms -> `fixed`, tags kept. ASE already stores eV/Å,
-so nothing is converted. fairchem `.aselmdb` files are delegated to `atomforge.corpora.aselmdb`.
+so nothing is converted. fairchem `.aselmdb` files are read through ase-db-backends (lmdbfiles.py).
+
+Record-level isolation: extxyz files are split at frame boundaries (`corpora.extxyz`) and each
+frame parsed alone, trajectory frames and database rows are decoded one by one, so a bad frame
+or row is one BadRecord and reading goes on. Only a file that cannot be opened (or decompressed)
+raises CorpusError.
 
 system_id = `<dataset>/<file path relative to the corpus root, no suffix>/<frame index or row id>`.
 group_id = the file (trajectory-like formats: frames of one run are correlated) or the record
@@ -12,6 +17,8 @@ group_id = the file (trajectory-like formats: frames of one run are correlated) 
 
 from __future__ import annotations
 
+import lzma
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,10 +27,12 @@ from atomforge.corpora.base import (
     LABEL_FIELDS,
     BadRecord,
     CorpusError,
+    RecordError,
     StreamingCorpus,
     WorkUnit,
     nan_label_field,
 )
+from atomforge.corpora.extxyz import frame_atoms, split_frames
 from atomforge.schema import FRAME_KINDS, Structure
 
 # format suffix -> how the records are read
@@ -80,26 +89,33 @@ class AseFilesReader(StreamingCorpus):
                 units.append(WorkUnit(self.name, path, 0, None, self._options()))
         return units
 
+    def source_paths(self) -> list[str]:
+        return sources.list_files(self.url, SUFFIXES, self.storage_options)
+
     def read(self, unit: WorkUnit) -> Iterator[Structure | BadRecord]:
         """Records of one file (or row range), in file order."""
         suffix = sources.base_suffix(unit.path)
         if suffix in ASELMDB_SUFFIXES:
-            from atomforge.corpora.lmdbfiles import read_aselmdb_rows
+            from atomforge.corpora.lmdbfiles import aselmdb_rows
 
-            rows = read_aselmdb_rows(sources.local_copy(unit.path, self.storage_options), unit)
+            rows = aselmdb_rows(sources.local_copy(unit.path, self.storage_options), unit)
             yield from (self._record(unit, key, atoms, kvp, "frame") for key, atoms, kvp in rows)
         elif suffix in DB_FORMATS:
             rows = _db_rows(_connect(unit.path, self.storage_options), unit)
             yield from (self._record(unit, key, atoms, kvp, "frame") for key, atoms, kvp in rows)
         else:
-            frames = _stream_frames(unit.path, STREAM_FORMATS[suffix], self.storage_options)
-            yield from (self._record(unit, str(i), atoms, atoms.info, "file") for i, atoms in frames)
+            frames = stream_frames(unit.path, STREAM_FORMATS[suffix], self.storage_options)
+            yield from (self._record(unit, str(i), atoms, getattr(atoms, "info", {}), "file") for i, atoms in frames)
 
     def _record(self, unit: WorkUnit, key: str, atoms, meta: dict, default_group: str):
+        """A Structure or BadRecord of one frame/row; `atoms` may be the RecordError that reading it raised."""
         opts = unit.options
         stem = sources.relative_stem(unit.path, opts.get("root", unit.path))
         dataset = opts.get("dataset", self.dataset)
         system_id = f"{dataset}/{stem}/{key}"
+        source = f"{unit.path}[{key}]"
+        if isinstance(atoms, RecordError):
+            return BadRecord(system_id, source, atoms.reason, f"{unit.path}: {atoms.detail}")
         group_by = opts.get("group_by") or default_group
         if group_by == "file":
             group_id = f"{dataset}/{stem}"
@@ -108,8 +124,9 @@ class AseFilesReader(StreamingCorpus):
         elif group_by in meta:
             group_id = f"{dataset}/{meta[group_by]}"
         else:
-            raise CorpusError(f"{unit.path}: record {key}: group_by key {group_by!r} not in its info")
-        return record_from_atoms(atoms, f"{unit.path}[{key}]", system_id, dataset=dataset,
+            return BadRecord(system_id, source, "missing_field",
+                             f"{source}: field {group_by!r} (option group_by) not in the record's info")
+        return record_from_atoms(atoms, source, system_id, dataset=dataset,
                                  group_id=group_id, frame_kind=opts.get("frame_kind", self.frame_kind))
 
 
@@ -136,27 +153,64 @@ def _labels(atoms) -> dict[str, Any]:
     }
 
 
-def _stream_frames(url: str, fmt: str, storage_options: dict | None) -> Iterator[tuple[int, Any]]:
-    """(index, Atoms) pairs read one at a time from a streaming file object."""
-    import ase.io
+def stream_frames(url: str, fmt: str, storage_options: dict | None) -> Iterator[tuple[int, Any]]:
+    """(index, Atoms or RecordError) of every frame of a file, read one at a time from a stream.
+
+    A frame that cannot be parsed is its RecordError and the next frame follows; a file that
+    cannot be opened or decompressed raises CorpusError naming it and the frame reached.
+    """
+    index = 0
+    try:
+        with sources.open_file(url, "rb", storage_options) as fobj:
+            if fmt == "extxyz":
+                for span in split_frames(fobj):
+                    index = span.index
+                    yield span.index, _or_error(frame_atoms, span)
+            elif fmt == "traj":
+                yield from _traj_frames(fobj)
+            else:
+                yield from _ase_frames(fobj, fmt, url)
+    except CorpusError:
+        raise
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as err:  # a torn or foreign file
+        raise CorpusError(f"{url}: unreadable after frame {index} ({type(err).__name__}: {err})") from err
+
+
+def _or_error(parse, item):
+    try:
+        return parse(item)
+    except RecordError as error:
+        return error
+
+
+def _traj_frames(fobj) -> Iterator[tuple[int, Any]]:
+    """Frames of an ASE trajectory by index (its header gives the count), each decoded alone."""
     from ase.io.trajectory import TrajectoryReader
 
-    mode = "rt" if fmt == "extxyz" else "rb"
-    with sources.open_file(url, mode, storage_options) as fobj:
-        if fmt == "traj":
-            frames = iter(TrajectoryReader(fobj))
-        else:
-            frames = ase.io.iread(fobj, index=":", format=fmt)
-        index = 0
-        while True:
-            try:
-                atoms = next(frames)
-            except StopIteration:
-                return
-            except Exception as err:  # ASE parsers raise many types; name file and frame
-                raise CorpusError(f"{url}: frame {index}: cannot parse ({type(err).__name__}: {err})") from err
-            yield index, atoms
-            index += 1
+    reader = TrajectoryReader(fobj)
+    for index in range(len(reader)):
+        try:
+            yield index, reader[index]
+        except Exception as err:  # noqa: BLE001 - ulm/numpy errors of one frame; the index says where the rest is
+            yield index, RecordError("parse_error", f"frame {index}: cannot decode ({type(err).__name__}: {err})")
+
+
+def _ase_frames(fobj, fmt: str, url: str) -> Iterator[tuple[int, Any]]:
+    """Frames of a format ASE only reads as a whole stream (vasprun.xml): an error ends the file."""
+    import ase.io
+
+    frames = ase.io.iread(fobj, index=":", format=fmt)
+    index = 0
+    while True:
+        try:
+            atoms = next(frames)
+        except StopIteration:
+            return
+        except Exception as err:  # noqa: BLE001 - ASE parsers raise many types; name file and frame
+            raise CorpusError(f"{url}: frame {index}: cannot parse ({type(err).__name__}: {err}); "
+                              "this format cannot be split into frames, so the rest of the file is unread") from err
+        yield index, atoms
+        index += 1
 
 
 def _connect(url: str, storage_options: dict | None):
@@ -167,11 +221,14 @@ def _connect(url: str, storage_options: dict | None):
 
 
 def _db_rows(db, unit: WorkUnit) -> Iterator[tuple[str, Any, dict]]:
-    """(row id, Atoms, key_value_pairs) of an ASE database, limited to the unit's row range."""
+    """(row id, Atoms or RecordError, key_value_pairs) of an ASE database, limited to the unit's row range."""
     try:
         limit = None if unit.stop is None else unit.stop - unit.start
         for row in db.select(offset=unit.start, limit=limit, sort="id"):
-            yield str(row.id), row.toatoms(), dict(row.key_value_pairs)
+            try:
+                yield str(row.id), row.toatoms(), dict(row.key_value_pairs)
+            except Exception as err:  # noqa: BLE001 - one row's arrays are inconsistent; the next row is fine
+                yield str(row.id), RecordError("parse_error", f"row {row.id}: cannot decode ({err})"), {}
     except CorpusError:
         raise
     except Exception as err:  # sqlite3 / json errors: the file is not a readable ASE database

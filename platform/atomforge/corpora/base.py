@@ -3,9 +3,13 @@
 A pipeline calls `reader.work_units()` once (cheap: lists files / HDF5 groups, never reads data),
 ships each `WorkUnit` (plain JSON-able fields) to a worker, and there iterates `reader.read(unit)`.
 A record that cannot become a valid `Structure` is yielded as a `BadRecord` with a reason naming
-the file, the record and the field, so the pipeline can quarantine it and counts reconcile
-(read = written + quarantined). A file that is unreadable as a whole raises `CorpusError`.
-Readers convert units once, here, to eV / Å / eV/Å / eV/Å³.
+the file, the record and the field, and reading goes on with the next record, so the pipeline
+can quarantine it and counts reconcile (read = written + quarantined). Every record the source
+holds is yielded once, as a Structure or a BadRecord: where a group of records shares a broken
+field (an HDF5 group without forces), each record of the group is a BadRecord, counted from the
+format's index (dataset shapes, frame count lines, LMDB keys). Only a file that cannot be read
+at all raises `CorpusError`; the pipeline then records one `uncounted` entry for it. Every
+reason code is listed in docs/bad-data.md. Readers convert units once, here, to eV / Å / eV/Å / eV/Å³.
 """
 
 from __future__ import annotations
@@ -23,6 +27,18 @@ from atomforge.schema import Structure
 
 class CorpusError(ValueError):
     """A source file that cannot be read at all; the message names the file and what is wrong."""
+
+
+class RecordError(ValueError):
+    """A record, or a group of records sharing one field, that cannot be read; reading goes on.
+
+    Readers raise it internally and turn it into BadRecords (`reason`, e.g. "missing_field").
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -52,8 +68,15 @@ class BadRecord:
 
     system_id: str
     source: str  # file (and record index) it came from
-    reason: str  # short machine-countable reason, e.g. "nan_label", "validation"
+    reason: str  # short machine-countable reason, e.g. "nan_label", "validation" (docs/bad-data.md)
     detail: str  # human-readable message naming the file, the record and the field
+    uncounted: bool = False  # stands for an unknown number of records (a file unreadable as a whole)
+
+
+def bad_records(system_ids, sources, error: RecordError) -> Iterator[BadRecord]:
+    """One BadRecord per record of a group that shares the broken field `error` names."""
+    for system_id, source in zip(system_ids, sources):
+        yield BadRecord(system_id, source, error.reason, f"{source}: {error.detail}")
 
 
 class CorpusReader(Protocol):
@@ -127,6 +150,13 @@ class StreamingCorpus:
 
     def work_units(self) -> list[WorkUnit]:
         raise NotImplementedError
+
+    def source_paths(self) -> list[str]:
+        """Every file whose bytes make the output (cheap: a listing); a rerun compares them to the manifest.
+
+        Readers that join files (OC20's extxyz + txt) list both; the default is the units' files.
+        """
+        return list(dict.fromkeys(unit.path for unit in self.work_units()))
 
     def read(self, unit: WorkUnit) -> Iterator[Structure | BadRecord]:
         raise NotImplementedError

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from atomforge.corpora import sources
-from atomforge.corpora.base import CorpusError
+from atomforge.corpora.base import CorpusError, RecordError
 
 
 @contextlib.contextmanager
@@ -34,22 +34,34 @@ def open_hdf5(url: str, storage_options: dict | None = None) -> Iterator:
 
 
 def read_dataset(group, name: str, url: str, record: str, shape: tuple[int | None, ...] | None = None) -> np.ndarray:
-    """`group[name]` as a numpy array; missing key or wrong shape raises CorpusError naming file + record.
+    """`group[name]` as a numpy array; a missing, unreadable or misshapen dataset raises RecordError.
 
-    `shape` entries of None match any size.
+    The error names the file, the record (group) and the field; `shape` entries of None match any size.
     """
     if name not in group:
-        raise CorpusError(f"{url}: record {record}: dataset '{name}' missing (has {sorted(group.keys())})")
+        raise RecordError("missing_field", f"record {record}: field '{name}' missing (has {sorted(group.keys())})")
     try:
         value = group[name][()]
-    except (OSError, KeyError) as err:
-        raise CorpusError(f"{url}: record {record}: dataset '{name}' unreadable (truncated file?): {err}") from err
+    except (OSError, KeyError, TypeError) as err:
+        raise RecordError("unreadable_field", f"record {record}: field '{name}' unreadable (truncated file?): {err}") from err
     if shape is not None:
         matches = value.ndim == len(shape) and all(want is None or want == got for want, got in zip(shape, value.shape))
         if not matches:
-            raise CorpusError(f"{url}: record {record}: dataset '{name}' has shape {value.shape}, "
-                              f"expected {tuple('*' if s is None else s for s in shape)}")
+            raise RecordError("bad_shape", f"record {record}: field '{name}' has shape {value.shape}, "
+                                           f"expected {tuple('*' if s is None else s for s in shape)}")
     return value
+
+
+def num_records(group, names: tuple[str, ...]) -> int | None:
+    """Records in a group from the first of `names` whose dataset has a leading axis (no data read)."""
+    for name in names:
+        try:
+            shape = group[name].shape if name in group else None
+        except (OSError, KeyError, TypeError):
+            shape = None
+        if shape:
+            return int(shape[0])
+    return None
 
 
 def group_names(handle, url: str, path: str = "/") -> list[str]:

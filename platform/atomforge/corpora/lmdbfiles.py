@@ -5,28 +5,37 @@ Pickled LMDB (`*.lmdb`, OC20/OC22 S2EF): keys "0".."N-1" (+ "length"), each valu
 fixed (N,), y eV (OC20 referenced, OC22 total), force (N,3) eV/Å, sid, fid. Unpickling runs
 code from the file, so it needs `trust_pickle=True`; otherwise a CorpusError explains why.
 
-ASE-LMDB (`*.aselmdb`): keys are ASE-db row ids ("1", "2", ...), values zlib-compressed JSON rows
-of an ASE database; reserved keys "nextid", "deleted_ids", "metadata". Decoded with ase.io.jsonio.
-Both are opened read-only from a local path (remote URLs are cached locally first).
+ASE-LMDB (`*.aselmdb`): an ASE database in one LMDB file, read with ase-db-backends (the library
+fairchem writes it with) through `ase.db.connect(..., type="aselmdb", readonly=True)`. A row whose
+`data` holds OC20/OC22 `sid` and `fid` gets the same system_id as the frame in the other formats
+(`oc20/random<sid>/frame<fid>`), so duplicates across formats are caught; otherwise
+`<dataset>/<file stem>/<row id>`.
+Both are opened read-only from a local path (remote URLs are cached locally first). Each record is
+decoded alone: an undecodable value, a missing key or field is one BadRecord and the next follows.
 """
 
 from __future__ import annotations
 
 import pickle
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from atomforge.corpora import sources
-from atomforge.corpora.base import BadRecord, CorpusError, StreamingCorpus, WorkUnit, build_record
+from atomforge.corpora.base import (
+    BadRecord,
+    CorpusError,
+    RecordError,
+    StreamingCorpus,
+    WorkUnit,
+    build_record,
+)
 from atomforge.schema import FRAME_KINDS, Structure
 
 PICKLE_SUFFIX = ".lmdb"
 ASELMDB_SUFFIX = ".aselmdb"
 LMDB_SUFFIXES = (PICKLE_SUFFIX, ASELMDB_SUFFIX)
-ASELMDB_RESERVED = (b"nextid", b"deleted_ids", b"metadata")
 
 
 class OpenCatalystReader(StreamingCorpus):
@@ -77,28 +86,34 @@ def refuse_pickle(path: str) -> None:
         "or convert it to .aselmdb / extxyz")
 
 
-def record_keys(path: str) -> list[bytes]:
-    """Record keys in order: "0".."N-1" for pickled LMDBs, live row ids for `.aselmdb`."""
+def connect_aselmdb(path: str):
+    """A read-only ase-db-backends `LMDBDatabase` on a local `.aselmdb` file; CorpusError if unreadable."""
+    import ase.db
+
+    try:
+        return ase.db.connect(path, type="aselmdb", readonly=True)
+    except Exception as err:  # lmdb.Error, zlib / JSON errors in the id bookkeeping
+        raise CorpusError(f"{path}: not a readable ASE-LMDB file ({type(err).__name__}: {err})") from err
+
+
+def num_pickled_records(path: str) -> int:
+    """Records of a fairchem v1 LMDB: keys "0".."N-1" (its "length" key excluded)."""
     env = open_lmdb(path)
     with env.begin() as txn:
-        if sources.base_suffix(path) == ASELMDB_SUFFIX:
-            next_id = txn.get(b"nextid")
-            last = _json_value(next_id, path, "nextid") if next_id is not None else env.stat()["entries"] + 1
-            deleted = txn.get(b"deleted_ids")
-            gone = set(_json_value(deleted, path, "deleted_ids")) if deleted is not None else set()
-            keys = [str(i).encode() for i in range(1, int(last)) if i not in gone]
-        else:
-            num = env.stat()["entries"] - (1 if txn.get(b"length") is not None else 0)
-            keys = [str(i).encode() for i in range(num)]
+        num = env.stat()["entries"] - (1 if txn.get(b"length") is not None else 0)
     env.close()
-    return keys
+    return num
 
 
 def lmdb_units(reader, path: str, options: dict[str, Any]) -> list[WorkUnit]:
     """Work units of `records_per_unit` records over one LMDB file."""
-    if sources.base_suffix(path) == PICKLE_SUFFIX and not reader.trust_pickle:
-        refuse_pickle(path)
-    num = len(record_keys(sources.local_copy(path, reader.storage_options)))
+    local = sources.local_copy(path, reader.storage_options)
+    if sources.base_suffix(path) == PICKLE_SUFFIX:
+        if not reader.trust_pickle:
+            refuse_pickle(path)
+        num = num_pickled_records(local)
+    else:
+        num = len(connect_aselmdb(local).ids)
     step = reader.records_per_unit
     return [WorkUnit(reader.name, path, start, min(start + step, num), options) for start in range(0, num, step)]
 
@@ -107,28 +122,35 @@ def read_lmdb_unit(reader, unit: WorkUnit) -> Iterator[Structure | BadRecord]:
     """Records of one LMDB unit for the OC20/OC22 readers (`reader.name` is the dataset)."""
     path = sources.local_copy(unit.path, reader.storage_options)
     frame_kind = unit.options.get("frame_kind", reader.frame_kind)
-    if sources.base_suffix(path) == ASELMDB_SUFFIX:
-        from atomforge.corpora.asefiles import record_from_atoms
-
-        stem = sources.relative_stem(unit.path, unit.options.get("root", unit.path))
-        for key, atoms, meta in read_aselmdb_rows(path, unit):
-            yield from _aselmdb_record(reader, atoms, meta, f"{unit.path}[row {key}]", f"{stem}/{key}", frame_kind,
-                                       record_from_atoms)
+    stem = sources.relative_stem(unit.path, unit.options.get("root", unit.path))
+    if sources.base_suffix(unit.path) == ASELMDB_SUFFIX:
+        for key, atoms, meta in aselmdb_rows(path, unit):
+            yield _aselmdb_record(reader, atoms, meta, f"{unit.path}[row {key}]", f"{stem}/{key}", frame_kind)
         return
     if not reader.trust_pickle:
         refuse_pickle(unit.path)
     for key, fields in _pickled_rows(path, unit):
-        yield _pyg_record(fields, f"{unit.path}[{key}]", reader.name, frame_kind)
+        source = f"{unit.path}[{key}]"
+        if isinstance(fields, RecordError):
+            yield BadRecord(f"{reader.name}/{stem}/row{key}", source, fields.reason, f"{source}: {fields.detail}")
+        else:
+            yield _pyg_record(fields, source, reader.name, frame_kind)
 
 
-def _pickled_rows(path: str, unit: WorkUnit) -> Iterator[tuple[str, dict[str, Any]]]:
+def _pickled_rows(path: str, unit: WorkUnit) -> Iterator[tuple[str, dict[str, Any] | RecordError]]:
+    """(key, fields or RecordError) of each record in the unit's range, unpickled one at a time."""
     env = open_lmdb(path)
+    stop = unit.stop if unit.stop is not None else num_pickled_records(path)
     with env.begin() as txn:
-        for index in range(unit.start, unit.stop if unit.stop is not None else len(record_keys(path))):
+        for index in range(unit.start, stop):
             value = txn.get(str(index).encode())
             if value is None:
-                raise CorpusError(f"{path}: record {index}: key missing")
-            yield str(index), _data_fields(pickle.loads(value))
+                yield str(index), RecordError("missing_record", f"record {index}: key missing from the LMDB")
+                continue
+            try:
+                yield str(index), _data_fields(pickle.loads(value))
+            except Exception as err:  # noqa: BLE001 - a torn or foreign pickle of one record
+                yield str(index), RecordError("parse_error", f"record {index}: cannot unpickle ({type(err).__name__}: {err})")
     env.close()
 
 
@@ -143,12 +165,12 @@ def _data_fields(obj: Any) -> dict[str, Any]:
 
 def _pyg_record(fields: dict[str, Any], source: str, dataset: str, frame_kind: str) -> Structure | BadRecord:
     sid, fid = fields.get("sid"), fields.get("fid")
-    system = _oc_id(sid, "random") if sid is not None else source.rsplit("/", 1)[-1]
-    frame = _oc_id(fid, "frame") if fid is not None else "frame0"
+    system = oc_id(sid, "random") if sid is not None else source.rsplit("/", 1)[-1]
+    frame = oc_id(fid, "frame") if fid is not None else "frame0"
     system_id = f"{dataset}/{system}/{frame}"
     for name in ("atomic_numbers", "pos"):
         if name not in fields:
-            raise CorpusError(f"{source}: {system_id}: field '{name}' missing")
+            return BadRecord(system_id, source, "missing_field", f"{source}: {system_id}: field '{name}' missing")
     cell = fields.get("cell")
     energy = fields.get("y")
     return build_record(
@@ -167,53 +189,54 @@ def _pyg_record(fields: dict[str, Any], source: str, dataset: str, frame_kind: s
     )
 
 
-def _oc_id(value: Any, prefix: str) -> str:
+def oc_id(value: Any, prefix: str) -> str:
+    """OC20's id text: 881568 -> 'random881568' (prefix "random"), 'random881568' kept, 'system1' kept."""
     text = str(value.item() if hasattr(value, "item") else value)
-    return text if text.startswith(prefix) else f"{prefix}{text}"
+    return f"{prefix}{text}" if text.isdigit() else text
 
 
-def _aselmdb_record(reader, atoms, meta: dict, source: str, key: str, frame_kind: str, record_from_atoms):
-    """One `.aselmdb` row as an OC20 (referenced, needs a reference energy) or OC22 (total) record."""
+def _aselmdb_record(reader, atoms, meta: dict, source: str, key: str, frame_kind: str) -> Structure | BadRecord:
+    """One `.aselmdb` row as an OC20 (referenced, needs a reference energy) or OC22 (total) record.
+
+    With `sid` and `fid` in the row the ids are those of the other formats; else by file and row id.
+    """
+    from atomforge.corpora.asefiles import record_from_atoms
+
     dataset = reader.name
-    system_id = f"{dataset}/{key}"
+    if "sid" in meta and "fid" in meta:
+        system = oc_id(meta["sid"], "random")
+        system_id, group_id = f"{dataset}/{system}/{oc_id(meta['fid'], 'frame')}", f"{dataset}/{system}"
+    else:
+        system_id = f"{dataset}/{key}"
+        group_id = f"{dataset}/{oc_id(meta['sid'], 'random')}" if "sid" in meta else system_id
+    if isinstance(atoms, RecordError):
+        return BadRecord(system_id, source, atoms.reason, f"{source}: {atoms.detail}")
     extra: dict[str, Any] = {}
     if reader.energy_convention == "referenced":
         reference = meta.get("reference_energy", meta.get("ref_energy"))
         total = atoms.calc.results.get("energy") if atoms.calc is not None else None
         if reference is None or total is None:
-            yield BadRecord(system_id, source, "missing_label",
-                            f"{source}: {system_id}: field 'reference_energy' or 'energy' missing")
-            return
+            return BadRecord(system_id, source, "missing_label",
+                             f"{source}: {system_id}: field 'reference_energy' or 'energy' missing")
         extra = {"energy": float(total) - float(reference), "total_energy": float(total)}
-    group_id = f"{dataset}/{meta['sid']}" if "sid" in meta else system_id  # one relaxation = one group
-    yield record_from_atoms(atoms, source, system_id, dataset=dataset, group_id=group_id,
-                            frame_kind=frame_kind, **extra)
+    return record_from_atoms(atoms, source, system_id, dataset=dataset, group_id=group_id,
+                             frame_kind=frame_kind, **extra)
 
 
-def read_aselmdb_rows(path: str, unit: WorkUnit) -> Iterator[tuple[str, Any, dict]]:
-    """(row id, Atoms, key_value_pairs + data) of an `.aselmdb` file within the unit's range."""
-    from ase.db.row import AtomsRow
+def aselmdb_rows(path: str, unit: WorkUnit) -> Iterator[tuple[str, Any, dict]]:
+    """(row id, Atoms or RecordError, key_value_pairs + data) of an `.aselmdb` file within the unit's range.
 
-    keys = record_keys(path)[unit.start:unit.stop]
-    env = open_lmdb(path)
-    with env.begin() as txn:
-        for key in keys:
-            value = txn.get(key)
-            if value is None:
-                raise CorpusError(f"{path}: row {key.decode()}: key missing")
-            row = _json_value(value, path, f"row {key.decode()}")
-            for name in ("numbers", "positions", "cell", "pbc", "forces", "stress"):
-                if name in row and row[name] is not None:
-                    row[name] = np.asarray(row[name])
-            meta = {**row.get("key_value_pairs", {}), **(row.get("data") or {})}
-            yield key.decode(), AtomsRow(row).toatoms(), meta
-    env.close()
-
-
-def _json_value(value: bytes, path: str, what: str) -> Any:
-    from ase.io.jsonio import decode
-
+    Rows are decoded one by one by ase-db-backends; an undecodable row is its RecordError.
+    """
+    db = connect_aselmdb(path)
     try:
-        return decode(zlib.decompress(value).decode())
-    except (zlib.error, ValueError) as err:
-        raise CorpusError(f"{path}: {what}: not zlib-compressed JSON ({err})") from err
+        for row_id in db.ids[unit.start:unit.stop]:
+            try:
+                row = db.get(row_id)
+                atoms, meta = row.toatoms(), {**row.key_value_pairs, **(row.get("data") or {})}
+            except Exception as err:  # noqa: BLE001 - zlib / JSON / shape errors of one row
+                yield str(row_id), RecordError("parse_error", f"row {row_id}: cannot decode ({type(err).__name__}: {err})"), {}
+                continue
+            yield str(row_id), atoms, meta
+    finally:
+        db.close()

@@ -7,20 +7,28 @@ The Structure's `energy` is the S2EF target `energy - reference_energy` and `tot
 keeps the raw total. No unit conversion (OC20 is in eV, Å, eV/Å).
 
 system_id = `oc20/random<sid>/frame<fid>`, group_id = `oc20/random<sid>` (one adsorbate+slab system).
+
+Pairing is verified before any frame is yielded: the frames are counted from their count lines
+(`corpora.extxyz.split_frames`, no parsing) and every txt line must be well formed, one per frame.
+Where a frame carries its own `sid` / `fid` (comment-line keys) they must match its txt line.
+A pair that fails yields every frame as an `unpaired_frame` BadRecord (ids `oc20/<file>/<frame
+index>`: the txt ids cannot be trusted), so mis-paired labels are never written. Within a good
+pair, a malformed frame is one BadRecord and the next frame follows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from atomforge.corpora import sources
-from atomforge.corpora.asefiles import _stream_frames, record_from_atoms
-from atomforge.corpora.base import BadRecord, CorpusError, WorkUnit
-from atomforge.corpora.lmdbfiles import LMDB_SUFFIXES, OpenCatalystReader, read_lmdb_unit
+from atomforge.corpora.asefiles import record_from_atoms
+from atomforge.corpora.base import BadRecord, CorpusError, RecordError, WorkUnit
+from atomforge.corpora.extxyz import frame_atoms, split_frames
+from atomforge.corpora.lmdbfiles import LMDB_SUFFIXES, OpenCatalystReader, oc_id, read_lmdb_unit
 from atomforge.schema import Structure
 
 EXTXYZ_SUFFIXES = (".extxyz",)
+TxtLine = tuple[str, str, float]  # ("random<sid>", "frame<fid>", reference energy eV)
 
 
 class OC20Reader(OpenCatalystReader):
@@ -36,18 +44,35 @@ class OC20Reader(OpenCatalystReader):
         """One unit per extxyz/txt pair; LMDBs split into record ranges."""
         return self.file_units(EXTXYZ_SUFFIXES, {"root": self.url, "frame_kind": self.frame_kind})
 
+    def source_paths(self) -> list[str]:
+        """extxyz files with their paired txt files, and LMDBs."""
+        paths = []
+        for path in sources.list_files(self.url, EXTXYZ_SUFFIXES + LMDB_SUFFIXES, self.storage_options):
+            paths.append(path)
+            if sources.base_suffix(path) in EXTXYZ_SUFFIXES:
+                paths.append(paired_txt(path))
+        return paths
+
     def read(self, unit: WorkUnit) -> Iterator[Structure | BadRecord]:
         """Frames of one extxyz/txt pair (or LMDB record range), in file order."""
         if sources.base_suffix(unit.path) in LMDB_SUFFIXES:
             yield from read_lmdb_unit(self, unit)
             return
         txt_url = paired_txt(unit.path)
+        stem = sources.relative_stem(unit.path, unit.options.get("root", unit.path))
+        num_frames = count_frames(unit.path, self.storage_options)
+        lines, problem = read_txt(txt_url, num_frames, self.storage_options)
+        if problem is not None:
+            for index in range(num_frames):
+                source = f"{unit.path}[frame {index}]"
+                yield BadRecord(f"oc20/{stem}/{index}", source, "unpaired_frame",
+                                f"{source}: not written, pairing with {txt_url} failed: {problem}")
+            return
         frame_kind = unit.options.get("frame_kind", self.frame_kind)
-        with sources.open_file(txt_url, "rt", self.storage_options) as txt:
-            frames = _stream_frames(unit.path, "extxyz", self.storage_options)
-            for (index, atoms), line in _zip_strict(frames, txt, unit.path, txt_url):
-                sid, fid, reference = parse_txt_line(line, txt_url, index)
-                yield _frame_record(atoms, f"{unit.path}[frame {index}]", sid, fid, reference, frame_kind)
+        with sources.open_file(unit.path, "rb", self.storage_options) as fobj:
+            for span, (sid, fid, reference) in zip(split_frames(fobj), lines):
+                source = f"{unit.path}[frame {span.index}]"
+                yield _frame_record(span, source, sid, fid, reference, frame_kind, txt_url)
 
 
 def paired_txt(extxyz_url: str) -> str:
@@ -56,36 +81,63 @@ def paired_txt(extxyz_url: str) -> str:
     return f"{head}.txt{compression}"
 
 
-def _zip_strict(frames, txt, extxyz_url: str, txt_url: str) -> Iterator[tuple[tuple[int, Any], str]]:
-    """Pairs (frame, txt line); a length mismatch is a CorpusError naming both files."""
-    num_frames = 0
-    for frame in frames:
-        line = txt.readline()
-        if not line.strip():
-            raise CorpusError(f"{txt_url}: has {num_frames} lines but {extxyz_url} has more frames "
-                              f"(no line for frame {num_frames})")
-        num_frames += 1
-        yield frame, line
-    extra = sum(1 for line in txt if line.strip())
-    if extra:
-        raise CorpusError(f"{txt_url}: has {num_frames + extra} lines but {extxyz_url} has {num_frames} frames")
+def count_frames(url: str, storage_options: dict | None) -> int:
+    """Frames in an extxyz file, from its count lines (one scan, atom lines not parsed)."""
+    try:
+        with sources.open_file(url, "rb", storage_options) as fobj:
+            return sum(1 for _ in split_frames(fobj, keep_data=False))
+    except CorpusError:
+        raise
+    except Exception as err:  # noqa: BLE001 - lzma / gzip / I/O errors: the file is unreadable as a whole
+        raise CorpusError(f"{url}: cannot be read to count its frames ({type(err).__name__}: {err})") from err
 
 
-def parse_txt_line(line: str, txt_url: str, index: int) -> tuple[str, str, float]:
-    """`random<sid>,frame<fid>,<reference eV>` -> ("random<sid>", "frame<fid>", reference)."""
+def read_txt(txt_url: str, num_frames: int, storage_options: dict | None) -> tuple[list[TxtLine], str | None]:
+    """The parsed lines of a pair's txt file and, if the pair cannot be trusted, why (else None)."""
+    try:
+        with sources.open_file(txt_url, "rt", storage_options) as txt:
+            raw = txt.read().splitlines()
+    except (CorpusError, OSError, EOFError, UnicodeDecodeError) as err:
+        return [], f"the txt file cannot be read ({err})"
+    except Exception as err:  # noqa: BLE001 - lzma errors of a torn .txt.xz
+        return [], f"the txt file cannot be read ({type(err).__name__}: {err})"
+    while raw and not raw[-1].strip():
+        raw.pop()
+    if len(raw) != num_frames:
+        return [], f"{len(raw)} txt lines for {num_frames} frames"
+    try:
+        return [parse_txt_line(line, txt_url, index) for index, line in enumerate(raw)], None
+    except RecordError as err:
+        return [], err.detail
+
+
+def parse_txt_line(line: str, txt_url: str, index: int) -> TxtLine:
+    """`random<sid>,frame<fid>,<reference eV>` -> ("random<sid>", "frame<fid>", reference); RecordError if not."""
     parts = line.strip().split(",")
     if len(parts) != 3 or not parts[0].startswith("random") or not parts[1].startswith("frame"):
-        raise CorpusError(f"{txt_url}: line {index + 1}: expected 'random<sid>,frame<fid>,<energy>', got {line!r}")
+        raise RecordError("unpaired_frame", f"{txt_url}: line {index + 1}: expected "
+                                            f"'random<sid>,frame<fid>,<energy>', got {line!r}")
     try:
         reference = float(parts[2])
     except ValueError as err:
-        raise CorpusError(f"{txt_url}: line {index + 1}: reference energy {parts[2]!r} is not a number") from err
+        raise RecordError("unpaired_frame", f"{txt_url}: line {index + 1}: reference energy "
+                                            f"{parts[2]!r} is not a number") from err
     return parts[0], parts[1], reference
 
 
-def _frame_record(atoms, source: str, sid: str, fid: str, reference: float, frame_kind: str):
-    results = atoms.calc.results if atoms.calc is not None else {}
+def _frame_record(span, source: str, sid: str, fid: str, reference: float, frame_kind: str, txt_url: str):
+    """A frame with its txt line's ids and reference; the frame's own sid/fid, if any, must agree."""
     system_id = f"oc20/{sid}/{fid}"
+    try:
+        atoms = frame_atoms(span)
+    except RecordError as error:
+        return BadRecord(system_id, source, error.reason, f"{source}: {error.detail}")
+    own = {key: atoms.info[key] for key in ("sid", "fid") if key in atoms.info}
+    if own and (oc_id(own.get("sid", sid), "random"), oc_id(own.get("fid", fid), "frame")) != (sid, fid):
+        return BadRecord(system_id, source, "unpaired_frame",
+                         f"{source}: the frame says sid={own.get('sid')} fid={own.get('fid')} but its line in "
+                         f"{txt_url} says {sid},{fid}")
+    results = atoms.calc.results if atoms.calc is not None else {}
     if "energy" not in results:
         return BadRecord(system_id, source, "missing_label", f"{source}: {system_id}: field 'energy' missing")
     total = float(results["energy"])

@@ -36,6 +36,9 @@ class OC22Reader(OpenCatalystReader):
         options = {"root": self.url, "dataset": "oc22", "frame_kind": self.frame_kind, "group_by": "file"}
         return self.file_units(TRAJECTORY_SUFFIXES, options)
 
+    def source_paths(self) -> list[str]:
+        return sources.list_files(self.url, TRAJECTORY_SUFFIXES + LMDB_SUFFIXES, self.storage_options)
+
     def read(self, unit: WorkUnit) -> Iterator[Structure | BadRecord]:
         """Frames of one trajectory file or LMDB record range."""
         suffix = sources.base_suffix(unit.path)

@@ -96,6 +96,17 @@ def write_quarantine(fs, root: str, relpath: str, records: list[dict]) -> None:
     write_bytes(fs, f"{root}/{relpath}", sink.getvalue())
 
 
+def read_completeness(quarantine: list[dict]) -> dict:
+    """`read_complete` (bool) and `uncounted_sources`: files unreadable as a whole, whose records are unknown.
+
+    Such a file is one `unreadable_file` entry in read and quarantined; its true record count is
+    "unknown, file unreadable", so `read` is then a lower bound.
+    """
+    uncounted = sorted({q["source"] for q in quarantine if q.get("uncounted")})
+    return {"read_complete": not uncounted,
+            "uncounted_sources": [{"path": path, "records": "unknown, file unreadable"} for path in uncounted]}
+
+
 def build(config: PipelineConfig, reader, unit_markers: list[dict], sources: list[dict], quarantine_path: str
           ) -> tuple[dict, list[dict]]:
     """(manifest, quarantine records) from the unit markers, in plan order; checks counts reconcile."""
@@ -129,7 +140,8 @@ def build(config: PipelineConfig, reader, unit_markers: list[dict], sources: lis
                        "max_abs_energy_per_atom": config.max_abs_energy_per_atom},
         "datasets": {name: {"energy_convention": convention} for name in sorted(stats)},
         "sources": sources,
-        "counts": {"read": num_read, "written": num_written, "quarantined": len(quarantine), "splits": splits},
+        "counts": {"read": num_read, "written": num_written, "quarantined": len(quarantine), "splits": splits,
+                   **read_completeness(quarantine)},
         "shards": [shard for part in parts for shard in part["shards"]],
         "statistics": {name: acc.finalize() for name, acc in sorted(stats.items())},
         "quarantine": {"path": quarantine_path, "counts": dict(sorted(Counter(q["reason"] for q in quarantine).items()))},

@@ -22,12 +22,21 @@ Record = Structure | BadRecord
 
 
 def read_unit(reader, unit: WorkUnit) -> Iterator[Record]:
-    """The records of one work unit; a file unreadable as a whole becomes one `unreadable_file` record."""
+    """The records of one work unit; a file unreadable as a whole ends in one `unreadable_file` record.
+
+    Readers isolate bad records themselves, so a CorpusError means the file (or its rest) cannot
+    be read at all: the entry is marked `uncounted` (it stands for an unknown number of records)
+    and the manifest says the read count is incomplete.
+    """
+    num_read = 0
     try:
-        yield from reader.read(unit)
+        for record in reader.read(unit):
+            num_read += 1
+            yield record
     except CorpusError as error:
+        after = f"; {num_read} records of the unit were read before it" if num_read else ""
         yield BadRecord(system_id=f"{unit.key}#unreadable", source=unit.path, reason="unreadable_file",
-                        detail=str(error))
+                        detail=f"{error}{after}", uncounted=True)
 
 
 class Validator:
@@ -56,7 +65,7 @@ class Validator:
         """(reason, detail) for a record that must not be written, else None."""
         cfg = self.config
         if s.system_id in self.seen:
-            return "duplicate_id", "system_id already seen in this work unit"
+            return "duplicate", "system_id already seen earlier in this work unit"
         if s.num_atoms > cfg.max_atoms:
             return "too_many_atoms", f"{s.num_atoms} atoms > max_atoms={cfg.max_atoms}"
         if s.energy is not None and abs(s.energy) / s.num_atoms > cfg.max_abs_energy_per_atom:
