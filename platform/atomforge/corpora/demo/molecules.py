@@ -20,8 +20,13 @@ from atomforge.corpora.ani1x import HARTREE_TO_EV, formula_of
 from atomforge.corpora.rmd17 import KCAL_PER_MOL_TO_EV
 
 LEVEL_OF_THEORY = "GFN2-xTB (tblite), not DFT: demo data, stored under the real corpus' key names"
+# The first twelve are the demo's; the rest (aromatics, carbonyls, amines, amides) widen the
+# replication corpus towards the chemistry of the rMD17 molecules, as ANI-1x covers it.
 ANI_MOLECULES = ("CH4", "H2O", "NH3", "CH3OH", "H2CO", "HCOOH", "C2H4", "CH3CHO", "H3CNH2", "HCN",
-                 "C2H6", "CH3CH2OH")
+                 "C2H6", "CH3CH2OH", "C6H6", "C5H5N", "C4H4O", "C4H4NH", "CH3COCH3", "CH3CONH2", "CH3OCH3",
+                 "C3H8", "CH3CH2NH2", "butadiene", "HCOOCH3", "CH3COOH", "CH3NO2", "CH2OCH2", "CH3CN", "N2H4")
+# rMD17 molecule name -> ASE g2 name (rMD17 molecules that ASE's g2 collection holds)
+RMD17_MOLECULES = {"ethanol": "CH3CH2OH", "benzene": "C6H6"}
 # (g2 molecule, kind): torsion = 180° rotation of the atoms on atom 1's side of bond (0, 1);
 # inversion = hydrogens mirrored through the heavy atom (NH3 umbrella)
 REACTIONS = (("C2H4", "torsion"), ("NH3", "inversion"), ("H2O2", "torsion"), ("CH3OH", "torsion"),
@@ -54,30 +59,34 @@ def labels(atoms) -> tuple[float, np.ndarray]:
 
 def write_ani1x(path: Path, rng: np.random.Generator, num_molecules: int, num_conformers: int,
                 sigma: float = 0.06) -> int:
-    """ANI-1x layout: one group per formula; Hartree, Hartree/Å, Å. Returns conformers written."""
+    """ANI-1x layout: one group per formula (isomers share it, as in the release); Hartree, Hartree/Å, Å.
+
+    Returns conformers written.
+    """
     import h5py
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    nan_conformers = []
+    nan_conformers: list[str] = []
+    groups: dict[str, tuple[np.ndarray, list, list, list]] = {}
+    for index, name in enumerate(ANI_MOLECULES[:num_molecules]):
+        base = relaxed(name)
+        formula = formula_of(base.numbers)
+        _, coords, energies, forces = groups.setdefault(formula, (base.numbers, [], [], []))
+        for _ in range(num_conformers):
+            atoms = xtb(base.copy())
+            atoms.positions += rng.normal(0.0, sigma, atoms.positions.shape)
+            energy, force = labels(atoms)
+            coords.append(atoms.positions)
+            energies.append(energy / HARTREE_TO_EV)
+            forces.append(force / HARTREE_TO_EV)
+        if index % 2 == 1 and num_conformers > 2:  # exercise NaN skip-counting in readers
+            energies[-1], forces[-1] = np.nan, np.full_like(forces[-1], np.nan)
+            nan_conformers.append(f"{formula}/{len(energies) - 1}")
     with h5py.File(path, "w") as out:
         out.attrs.update(level_of_theory=LEVEL_OF_THEORY, energy_unit="Hartree", forces_unit="Hartree/Angstrom",
                          hartree_to_ev=HARTREE_TO_EV, sampling=f"Gaussian displacements sigma={sigma} A")
-        for index, name in enumerate(ANI_MOLECULES[:num_molecules]):
-            base = relaxed(name)
-            coords, energies, forces = [], [], []
-            for _ in range(num_conformers):
-                atoms = xtb(base.copy())
-                atoms.positions += rng.normal(0.0, sigma, atoms.positions.shape)
-                energy, force = labels(atoms)
-                coords.append(atoms.positions)
-                energies.append(energy / HARTREE_TO_EV)
-                forces.append(force / HARTREE_TO_EV)
-            energies, forces = np.array(energies), np.array(forces)
-            formula = formula_of(base.numbers)
-            if index % 2 == 1 and num_conformers > 2:  # exercise NaN skip-counting in readers
-                energies[-1], forces[-1] = np.nan, np.nan
-                nan_conformers.append(f"{formula}/{num_conformers - 1}")
-            _write_ani_group(out.create_group(formula), base.numbers, np.array(coords), energies, forces)
+        for formula, (numbers, coords, energies, forces) in groups.items():
+            _write_ani_group(out.create_group(formula), numbers, np.array(coords), np.array(energies), np.array(forces))
         out.attrs["demo_nan_conformers"] = ",".join(nan_conformers)
     return num_molecules * num_conformers
 
