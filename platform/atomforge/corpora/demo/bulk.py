@@ -14,8 +14,9 @@ medium theory for Al, Ni, Cu, Pd, Ag, Pt, Au):
   An intensive property of the relaxed structure, as in MatBench, and a second derivative of the
   energy: what a representation that learned energies, forces and stresses should carry.
 
-Layout: `<out>/relaxed/cells.extxyz`, `<out>/strained/cells.extxyz` (energy eV, forces eV/Å,
-stress eV/Å³ in the extxyz header), `<out>/bulk_modulus/cells.extxyz` (plus energy).
+Layout: `<out>/pretrain/relaxed/cells.extxyz`, `<out>/pretrain/strained/cells.extxyz` (energy eV,
+forces eV/Å, stress eV/Å³; `info["cell_id"]` groups a cell with its strained copies),
+`<out>/bulk_modulus/cells.extxyz` (plus energy).
 """
 
 from __future__ import annotations
@@ -119,11 +120,14 @@ def write_bulk(out: Path, rng: np.random.Generator, num_cells: int, strained_per
     import ase.io
 
     seen, relaxed_frames, strained_frames = set(), [], []
-    for _ in range(num_cells):
+    for index in range(num_cells):
         cell, _ = relaxed(random_cell(rng))
         seen.add(composition_key(cell.get_chemical_symbols()))
-        relaxed_frames.append(labelled(cell))
-        strained_frames += [labelled(strained(rng, cell)) for _ in range(strained_per_cell)]
+        frames = [labelled(cell)] + [labelled(strained(rng, cell)) for _ in range(strained_per_cell)]
+        for frame in frames:
+            frame.info["cell_id"] = f"cell{index}"  # the split group: a cell and its strained copies
+        relaxed_frames.append(frames[0])
+        strained_frames += frames[1:]
     downstream = []
     while len(downstream) < num_downstream:
         cell = random_cell(rng)
@@ -134,7 +138,8 @@ def write_bulk(out: Path, rng: np.random.Generator, num_cells: int, strained_per
         frame = labelled(cell)
         frame.info["bulk_modulus"] = modulus
         downstream.append(frame)
-    for name, frames in (("relaxed", relaxed_frames), ("strained", strained_frames), ("bulk_modulus", downstream)):
+    for name, frames in (("pretrain/relaxed", relaxed_frames), ("pretrain/strained", strained_frames),
+                         ("bulk_modulus", downstream)):
         (out / name).mkdir(parents=True, exist_ok=True)
         ase.io.write(out / name / "cells.extxyz", frames, format="extxyz")
     (out / "LEVEL_OF_THEORY").write_text(LEVEL_OF_THEORY + "\n")

@@ -1,0 +1,228 @@
+"""Running the replication: corpora -> shards -> pretraining arms -> fine-tuning arms, cached, on N processes.
+
+The platform is used only through three entry points, so a change of trainer touches this module
+alone: `preprocess(...)` (the shard pipeline), `pretrain(config) -> run dir` and
+`finetune(config, checkpoint) -> metrics`. Everything else builds configs from the design.
+A job whose result file exists is not run again, so an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from replication.design import (
+    BACKBONE,
+    CUTOFF,
+    JMP_CORPORA,
+    MAX_NEIGHBORS,
+    PRETRAINING,
+    SPLIT,
+    Budget,
+    Finetuning,
+)
+
+# dataset name -> (corpus reader, raw path under the corpora root, reader options)
+DATASETS = {
+    **{name: (name, name, {}) for name in JMP_CORPORA},
+    "bulk": ("ase", "bulk/pretrain", {"dataset": "bulk", "group_by": "cell_id"}),
+    "bulk_relaxed": ("ase", "bulk/pretrain/relaxed", {"dataset": "bulk_relaxed", "group_by": "cell_id",
+                                                      "frame_kind": "equilibrium"}),
+    "water": ("ase", "water/pretrain", {"dataset": "water", "group_by": "frame", "frame_kind": "md"}),
+}
+
+
+# ------------------------------------------------------------------ the platform's entry points
+def preprocess(corpus: str, raw: Path, output: Path, options: dict) -> dict:
+    """Raw corpus -> graph shards + manifest (atomforge.pipeline, in-process); returns the manifest's counts."""
+    from atomforge.corpora import read_corpus
+    from atomforge.pipeline import PipelineConfig, run_pipeline
+
+    config = PipelineConfig.for_corpus(corpus, str(raw), str(output), cutoff=CUTOFF, max_neighbors=MAX_NEIGHBORS,
+                                       split_fractions=SPLIT, reader_options=options)
+    manifest = run_pipeline(config, read_corpus(corpus, str(raw), **options), backend="local")
+    return manifest["counts"]
+
+
+def pretrain(config) -> Path:
+    """Run a pretraining `TrainConfig` to its last step (Ray Train local mode); returns the run directory."""
+    from atomforge.training.launch import train
+
+    train(config)
+    return Path(config.checkpoint.output)
+
+
+def finetune(config, checkpoint: str | None) -> dict[str, Any]:
+    """Fine-tune from `checkpoint` (None: the same backbone from scratch); metrics per split and the budget."""
+    from atomforge.finetune.run import run_variant
+
+    summary = run_variant(config, checkpoint, "pretrained" if checkpoint else "scratch", log=lambda *_: None)
+    steps_per_epoch = -(-summary.sizes["train"] // config.optim.batch_size)
+    return {"metrics": summary.metrics, "sizes": summary.sizes, "epochs": summary.epochs,
+            "optimizer_steps": summary.epochs * steps_per_epoch, "best_epoch": summary.best_epoch}
+
+
+# ------------------------------------------------------------------ configs from the design
+def pretrain_config(arm: str, budget: Budget, seed: int, shards: Path, output: Path):
+    """The TrainConfig of pretraining arm `arm` for `seed`: the shared backbone, optimiser and step budget."""
+    from atomforge.recipes.jmp import mix
+    from atomforge.tasks import JMP_TASKS, TaskSpec
+    from atomforge.training.config import (
+        CheckpointConfig,
+        DataConfig,
+        OptimConfig,
+        ScalingConfig,
+        TaskData,
+        TrainConfig,
+    )
+
+    design = PRETRAINING[arm]
+    steps = budget.pretrain_steps[design.family]
+    tasks = {}
+    for name in design.tasks:
+        base = JMP_TASKS.get(name, TaskSpec(name))
+        spec = dataclasses.replace(base, cutoff=CUTOFF, max_neighbors=MAX_NEIGHBORS)
+        tasks[name] = TaskData(spec, str(shards / name))
+    return TrainConfig(
+        name=f"{arm}-seed{seed}",
+        data=DataConfig(tasks=tasks, temperature=2.0, max_atoms=budget.pretrain_atoms, chunk_rows=16,
+                        shuffle_rows=128, val_max_structures=64),
+        model=BACKBONE, objectives=mix(*design.objectives()),
+        optim=OptimConfig(lr=1e-3, warmup_steps=max(1, steps // 20), ema_decay=0.99),
+        scaling=ScalingConfig(num_workers=0),
+        checkpoint=CheckpointConfig(output=str(output), every_steps=steps, num_to_keep=1),
+        max_steps=steps, seed=seed, log_every=max(1, steps // 10), val_every=steps,
+    )
+
+
+def downstream(family: str, dataset: str, corpora: Path) -> tuple[str, str, dict]:
+    """(path, data format, TargetSpec fields) of a downstream set."""
+    if family == "molecules":
+        return str(corpora / "rmd17" / f"rmd17_{dataset}.npz"), "rmd17", {"task": f"rmd17_{dataset}"}
+    if family == "water":
+        return str(corpora / "water" / "finetune" / "water.extxyz"), "ase", {"task": "water_ft"}
+    return (str(corpora / "bulk" / "bulk_modulus" / "cells.extxyz"), "ase",
+            {"task": "bulk_modulus", "kind": "property", "key": "bulk_modulus", "pooling": "mean"})
+
+
+def finetune_config(arm: Finetuning, dataset: str, budget: Budget, seed: int, corpora: Path, output: Path):
+    """The FinetuneConfig of `arm` on `dataset`: the shared optimiser (uniform learning rates) and epoch budget."""
+    from atomforge.finetune.config import DataSpec, FinetuneConfig, FinetuneOptim, TargetSpec
+
+    family = arm.family
+    if arm.dens_auxiliary:
+        raise ValueError(f"arm {arm.name!r}: fine-tuning with a DeNS auxiliary is not wired yet")
+    path, fmt, target = downstream(family, dataset, corpora)
+    epochs = budget.finetune_epochs[family]
+    return FinetuneConfig(
+        name=f"{family}-{dataset}-{arm.name}-seed{seed}",
+        data=DataSpec(path=path, format=fmt, num_train=budget.num_train[family], num_val=budget.num_val[family],
+                      num_test=budget.num_test[family], seed=seed),
+        target=TargetSpec(**{"forces": "gradient", "energy_weight": 1.0, "force_weight": 10.0, "cutoff": CUTOFF,
+                             "max_neighbors": MAX_NEIGHBORS, **target}),
+        optim=FinetuneOptim(lr=1e-3, batch_size=budget.batch_size, max_epochs=epochs, patience=epochs,
+                            ema_decay=0.99, warmup_epochs=max(1, epochs // 20), embedding_lr=1.0, block_lr=(1.0,)),
+        backbone=BACKBONE, seed=seed, output=str(output),
+    )
+
+
+# ------------------------------------------------------------------ jobs (module-level: they run in workers)
+def _single_thread() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def corpus_job(root: str, part: str, size: str) -> dict:
+    """Write one replication corpus part (skipped when its marker exists)."""
+    marker = Path(root) / f".{part}.{size}.done"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    from atomforge.corpora.demo import make_replication_part
+
+    start = time.perf_counter()
+    counts = {**make_replication_part(root, part, size=size), "seconds": round(time.perf_counter() - start, 1)}
+    marker.write_text(json.dumps(counts))
+    return counts
+
+
+def shard_job(corpora: str, shards: str, dataset: str) -> dict:
+    """Preprocess one dataset; its manifest (the job's result file) is written last, by the pipeline."""
+    corpus, raw, options = DATASETS[dataset]
+    preprocess(corpus, Path(corpora) / raw, Path(shards) / dataset, options)
+    return json.loads((Path(shards) / dataset / "manifest.json").read_text())
+
+
+def pretrain_job(arm: str, mode: str, seed: int, shards: str, output: str) -> dict:
+    """Pretraining arm for one seed; result.json records the steps run and the final validation metrics."""
+    from replication.design import BUDGETS
+
+    result_file = Path(output) / "result.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    start = time.perf_counter()
+    run = pretrain(pretrain_config(arm, BUDGETS[mode], seed, Path(shards), Path(output)))
+    records = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    val = [r for r in records if r["kind"] == "val"]
+    result = {"arm": arm, "seed": seed, "optimizer_steps": train[-1]["step"] if train else 0,
+              "val": {k: v for k, v in (val[-1] if val else {}).items() if k.startswith("val/")},
+              "seconds": round(time.perf_counter() - start, 1)}
+    result_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def finetune_job(arm: Finetuning, dataset: str, mode: str, seed: int, corpora: str, checkpoint: str | None,
+                 output: str) -> dict:
+    """Fine-tuning arm on one set for one seed; result.json holds metrics per split and the steps run."""
+    from replication.design import BUDGETS
+
+    result_file = Path(output) / "result.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    start = time.perf_counter()
+    config = finetune_config(arm, dataset, BUDGETS[mode], seed, Path(corpora), Path(output))
+    result = {"arm": arm.name, "dataset": dataset, "seed": seed, **finetune(config, checkpoint),
+              "seconds": round(time.perf_counter() - start, 1)}
+    Path(output).mkdir(parents=True, exist_ok=True)
+    result_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def run_all(jobs: Iterable[tuple[Callable, tuple, Path]], workers: int, log: Callable[[str], None]) -> list:
+    """Run (function, args, result file) jobs on `workers` single-threaded processes; a job whose result
+    file exists is read instead of run (no process is started for it)."""
+    jobs = list(jobs)
+    results: list = [json.loads(path.read_text()) if path.exists() else None for _, _, path in jobs]
+    todo = [i for i, r in enumerate(results) if r is None]
+    if todo and workers <= 1:
+        _single_thread()
+        for i in todo:
+            results[i] = _logged(jobs[i][0], jobs[i][1], log)
+    elif todo:
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=get_context("spawn"),
+                                 initializer=_single_thread) as pool:
+            futures = {i: pool.submit(jobs[i][0], *jobs[i][1]) for i in todo}
+            for i, future in futures.items():
+                results[i] = future.result()
+                log(f"  done {jobs[i][0].__name__} {_describe(jobs[i][1])}")
+    return results
+
+
+def _logged(fn: Callable, args: tuple, log: Callable[[str], None]):
+    result = fn(*args)
+    log(f"  done {fn.__name__} {_describe(args)}")
+    return result
+
+
+def _describe(args: tuple) -> str:
+    return " ".join(str(getattr(a, "name", a)) for a in args if not str(a).startswith("/"))
