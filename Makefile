@@ -5,7 +5,7 @@ PYTHON ?= python3
 DEMO_DIR ?= demo_out
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint clean venv
+.PHONY: test demo bench replicate lint clean venv
 
 venv: $(STAMP)
 
@@ -29,5 +29,9 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
+# The seed papers' claims in miniature over 3 seeds (docs/replication.md): ~90 min on 2 idle cores.
+replicate: $(STAMP)
+	$(PY) benchmarks/replicate.py --json replication_out/replication.json
+
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache
+	rm -rf $(DEMO_DIR) replication_out .pytest_cache
