@@ -6,6 +6,7 @@
 2. raw corpora -> graph shards + manifests (Ray Data)              pipelines/preprocess.py
 3. JMP multi-task pretraining, 2 gloo workers (Ray Train)          jobs/jmp_pretrain.py --recipe debug_cpu
 4. fine-tuning on the rMD17-format set, pretrained vs scratch      jobs/finetune.py --compare
+   (one run of one seed: it shows the flow, not pretraining's worth; that is `make replicate`)
 5. export of the fine-tuned model (safetensors + config + card)    jobs/export.py
 6. pictures: pretraining curves per task, parity plots             atomforge.finetune.plots
 
@@ -73,7 +74,8 @@ def main() -> None:
 
     pictures = write_plots(finetune, pretrain_run=pretrain)
     print("\n=== done")
-    print(f"comparison table : {finetune / 'comparison.json'}")
+    print(f"comparison table : {finetune / 'comparison.json'}  (one run, one seed: over seeds see make replicate,"
+          " docs/replication.md)")
     print(f"exported model   : {export}  (atomforge.load_pretrained('{export}'))")
     for picture in pictures:
         print(f"picture          : {picture}")

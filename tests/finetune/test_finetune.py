@@ -117,6 +117,7 @@ def test_compare_cli_prints_table_and_writes_json_and_plots(rmd17_file, pretrain
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "pretrained" in result.stdout and "scratch" in result.stdout and "test force_mae_meV_per_A" in result.stdout
+    assert "one run of one seed" in result.stdout  # no single-seed comparison passes for a measurement
     report = json.loads((out / "comparison.json").read_text())
     assert set(report["runs"]) == {"pretrained", "scratch"}
     assert report["runs"]["pretrained"]["num_parameters"] == report["runs"]["scratch"]["num_parameters"]

@@ -27,6 +27,8 @@ from atomforge.training import checkpoint as ckpt
 from atomforge.training.config import to_jsonable
 
 VARIANTS = ("pretrained", "scratch")
+SINGLE_RUN_NOTE = ("one run of one seed: differences of this size come and go with the seed; "
+                   "the comparison over seeds is `make replicate` (docs/replication.md)")
 
 
 @dataclass
@@ -114,4 +116,5 @@ def comparison_table(runs: dict[str, RunSummary]) -> str:
             lines.append(f"{split + ' ' + name:<34}{value:>12.3f}{other:>12.3f}{gain:>13}")
     lines.append(f"{'best epoch / epochs run':<34}{f'{pre.best_epoch}/{pre.epochs}':>12}{f'{scratch.best_epoch}/{scratch.epochs}':>12}")
     lines.append(f"{'seconds':<34}{pre.seconds:>12.1f}{scratch.seconds:>12.1f}")
+    lines.append(SINGLE_RUN_NOTE)
     return "\n".join(lines)

@@ -48,8 +48,8 @@ def with_objectives(config: TrainConfig, *entries: MixEntry, name: str | None = 
 def debug_cpu() -> TrainConfig:
     """The demo: 4 tasks from the demo shards, tiny PaiNN, 2 gloo workers, 400 steps (~1.5 min on 2 cores).
 
-    400 steps, not fewer: after 60 steps the backbone was still near its initialisation and
-    fine-tuning from it lost to training from scratch on the demo rMD17 set (see rmd17_debug).
+    400 steps, not fewer: after 60 steps the backbone was still near its initialisation. The demo's
+    pretrained-vs-scratch comparison is one seed; over seeds it shows no gain (docs/replication.md).
     """
     model = PaiNNConfig.tiny()
     return TrainConfig(
