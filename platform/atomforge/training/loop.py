@@ -2,8 +2,9 @@
 
 Every rank builds the same model from the same seed, reads its own slice of every task's shards
 through its mixer, computes the objective mix on atom-budget micro-batches and all-reduces the
-gradients. Gradients are averaged explicitly (one flattened all-reduce per step, on the gloo or
-NCCL process group Ray Train set up) rather than through DDP's reducer: objectives call the model
+gradients. The step's loss is the per-structure mean over all micro-batches and ranks
+(`training.reduction`). Gradients are reduced explicitly (one flattened all-reduce per step, on the
+gloo or NCCL process group Ray Train set up) rather than through DDP's reducer: objectives call the model
 several times per step (SCD's two passes, DeNS) and per-task heads go unused on some ranks, which
 DDP's bucketed hooks do not support without `find_unused_parameters` and a static graph.
 Randomness (task draws, objective noise, dropout) is seeded by (seed, rank, step, micro-batch), so
@@ -39,6 +40,7 @@ from atomforge.training.data import (
 )
 from atomforge.training.metrics import MetricsLogger
 from atomforge.training.optim import build_ema, build_optimizer, build_scheduler, clip_gradients
+from atomforge.training.reduction import micro_batch_weight, reduce_step
 from atomforge.training.runtime import build_model, build_objective, objective_context
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -100,25 +102,29 @@ class Worker:
         return last
 
     def train_step(self) -> dict[str, float]:
-        """One optimizer step over `grad_accum` micro-batches; returns this rank's metrics."""
+        """One optimizer step over `grad_accum` micro-batches; the loss is the per-structure mean over
+        every micro-batch of every rank (`reduction`), other metrics this rank's micro-batch means."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         accum = self.config.optim.grad_accum
         sums: dict[str, float] = {}
-        num_structures = 0
+        num_structures, loss_sum = 0, 0.0
         for micro in range(accum):
             items = self.mixer.micro_batch(self.step, micro)
-            num_structures += len(items)
             batch = batch_to(to_batch(items, self.specs, self.task_index), self.device)
             torch.manual_seed(_seed(self.config.seed, 0, self.rank, self.step, micro))
             context = objective_context(self._generator(0, micro), self.step, self.config.max_steps,
                                         self.specs, training=True, graph_params=self.graph_params)
             with self._autocast():
                 result = self.objective.run(self.model, batch, context)
-            self.scaler.scale(result.loss / accum).backward()
-            for k, v in result.metrics.items():  # includes the mix's "loss": counted once
-                sums[k] = sums.get(k, 0.0) + float(v) / accum
-        self._all_reduce_gradients()
+            weight = micro_batch_weight(len(items))
+            self.scaler.scale(result.loss * weight).backward()
+            num_structures += len(items)
+            loss_sum += float(result.loss.detach()) * weight
+            for k, v in result.metrics.items():
+                if k != "loss":
+                    sums[k] = sums.get(k, 0.0) + float(v) / accum
+        loss, _ = reduce_step(self.model, loss_sum, num_structures, self.world)
         self.scaler.unscale_(self.optimizer)
         grad_norm = clip_gradients(self.model, self.config.optim.grad_clip)
         self.scaler.step(self.optimizer)
@@ -126,23 +132,8 @@ class Worker:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        return {**sums, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0],
+        return {**sums, "loss": loss, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0],
                 "num_structures": num_structures}
-
-    @torch.no_grad()
-    def _all_reduce_gradients(self) -> None:
-        if self.world == 1:
-            return
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world
-        offset = 0
-        for p in params:
-            n = p.numel()
-            p.grad = flat[offset:offset + n].view_as(p).clone()
-            offset += n
 
     def validate(self) -> dict[str, float]:
         """Objective metrics of the EMA model (or the model) on each task's validation rows."""
