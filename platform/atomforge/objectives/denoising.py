@@ -60,6 +60,7 @@ class DerivativeDenoising(Objective):
 
     name = "derivative_denoise"
     requires = frozenset({Capability.ENERGY_GRADIENT, Capability.TASK_HEADS})
+    forces = "gradient"  # trains the energy's gradient
 
     def __init__(self, sigma: float = 0.1):
         self.sigma = sigma

@@ -83,6 +83,15 @@ class ObjectiveMix:
         check_model([e.objective for e in self.entries], model)
         self._checked = True
 
+    @property
+    def force_mode(self) -> str:
+        """The force parameterisation this mix trains, which validation evaluates: the supervised
+        objective's, else "gradient" when any objective trains -∂E/∂x, else "direct"."""
+        supervised = [e.objective.forces for e in self.entries if e.objective.supervised and e.objective.forces]
+        if supervised:
+            return supervised[0]
+        return "gradient" if any(e.objective.forces == "gradient" for e in self.entries) else "direct"
+
     def run(self, model, batch, ctx: ObjectiveContext) -> ObjectiveResult:
         """Total loss (scalar) and metrics '<objective>/<metric>', '<objective>/weight', 'loss'."""
         if not self._checked:

@@ -58,7 +58,9 @@ class Objective:
 
     requires: capabilities the model must have; labels: batch label fields used ("energy", "forces",
     "stress"); heads: named vector heads used; supervised: True when the objective already contains
-    the supervised energy/force loss (a mix may hold at most one, so forces are never counted twice).
+    the supervised energy/force loss (a mix may hold at most one, so forces are never counted twice);
+    forces: the force parameterisation it trains ("direct" heads, "gradient" = -∂E/∂x, None for
+    none), which validation evaluates (`ObjectiveMix.force_mode`).
     """
 
     name: str = "objective"
@@ -66,6 +68,7 @@ class Objective:
     labels: tuple[str, ...] = ()
     heads: tuple[str, ...] = ()
     supervised: bool = False
+    forces: str | None = None
 
     def run(self, model, batch, ctx: ObjectiveContext) -> ObjectiveResult:  # pragma: no cover - interface
         raise NotImplementedError

@@ -110,6 +110,8 @@ class DerivativeForceField(Objective):
     name = "derivative_ff"
     requires = frozenset({Capability.ENERGY_GRADIENT})
     labels = ("energy", "forces", "stress")
+    supervised = True
+    forces = "gradient"
 
     def __init__(self, energy_weight: float = 1.0, force_weight: float = 500.0, stress_weight: float = 500.0):
         self.energy_weight, self.force_weight, self.stress_weight = energy_weight, force_weight, stress_weight

@@ -42,6 +42,7 @@ from atomforge.training.metrics import MetricsLogger
 from atomforge.training.optim import build_ema, build_optimizer, build_scheduler, clip_gradients
 from atomforge.training.reduction import micro_batch_weight, reduce_step
 from atomforge.training.runtime import build_model, build_objective, objective_context
+from atomforge.training.validation import merge, validation_metrics, validation_sums
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -136,30 +137,19 @@ class Worker:
                 "num_structures": num_structures}
 
     def validate(self) -> dict[str, float]:
-        """Objective metrics of the EMA model (or the model) on each task's validation rows."""
+        """The EMA model (or the model) on every task's validation rows (`training.validation`):
+        clean per-task errors, whatever the mix, and the mix's loss per structure."""
         model = self.ema.module if self.ema is not None else self.model
         model.eval()
-        sums: dict[str, float] = {}
+        parts = []
         for task, rows in self.val_rows.items():
             for index, items in enumerate(_val_batches(task, rows, self.config.data.max_atoms)):
                 batch = batch_to(to_batch(items, self.specs, self.task_index), self.device)
                 context = objective_context(self._generator(1, index), self.step, self.config.max_steps,
                                             self.specs, training=False, graph_params=self.graph_params)
                 with self._autocast():
-                    result = self.objective.run(model, batch, context)
-                n = len(items)
-                for k, v in {**result.metrics, "loss": float(result.loss.detach())}.items():
-                    if k.endswith("/weight"):
-                        continue
-                    name = f"{task}/{k.replace(f'/{task}', '')}"
-                    sums[name] = sums.get(name, 0.0) + float(v) * n
-                sums[f"{task}/num"] = sums.get(f"{task}/num", 0.0) + n
-        merged = _sum_dicts(self._gather(sums))
-        metrics = {}
-        for name, total in merged.items():
-            task = name.split("/")[0]
-            if not name.endswith("/num") and merged.get(f"{task}/num"):
-                metrics[f"val/{name}"] = total / merged[f"{task}/num"]
+                    parts.append(validation_sums(self.objective, model, batch, context, task))
+        metrics = validation_metrics(merge(self._gather(merge(parts))))
         if self.logger is not None and metrics:
             self.logger.log(self.step, metrics, kind="val")
         return metrics
