@@ -24,7 +24,7 @@ from atomforge.objectives import ObjectiveContext
 from atomforge.objectives.supervised import energy_term, force_term
 from atomforge.tasks import TaskSpec
 from atomforge.training.config import OptimConfig
-from atomforge.training.optim import build_ema, lr_factor
+from atomforge.training.optim import build_ema, lr_factor, no_decay
 
 _BLOCK = re.compile(r"^backbone\.[A-Za-z_]+\.(\d+)\.")
 
@@ -58,14 +58,16 @@ def layer_multiplier(name: str, num_blocks: int, optim: FinetuneOptim) -> float:
 
 
 def param_groups(model: nn.Module, optim: FinetuneOptim) -> list[dict[str, Any]]:
-    """AdamW groups keyed by (multiplier, weight decay): parameters with < 2 dims get no decay."""
+    """AdamW groups keyed by (multiplier, weight decay): `training.optim.no_decay` parameters
+    (< 2 dims, embedding tables) get no decay."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    skip = no_decay(model)
     blocks = [int(m.group(1)) for n, _ in named if (m := _BLOCK.match(n))]
     num_blocks = max(blocks) + 1 if blocks else 1
     groups: dict[tuple[float, float], dict[str, Any]] = {}
     for name, param in named:
         mult = layer_multiplier(name, num_blocks, optim)
-        decay = optim.weight_decay if param.ndim >= 2 else 0.0
+        decay = 0.0 if id(param) in skip else optim.weight_decay
         group = groups.setdefault((mult, decay), {"params": [], "names": [], "lr": optim.lr * mult,
                                                   "weight_decay": decay, "lr_multiplier": mult})
         group["params"].append(param)

@@ -75,6 +75,10 @@ class Backbone(nn.Module):
             caps.add(Capability.GRAPH_CONDITION)
         return frozenset(caps)
 
+    def atom_embedding_parameters(self) -> list[nn.Parameter]:
+        """The atom-type embedding tables (every nn.Embedding of the backbone): what SCD freezes."""
+        return [p for m in self.modules() if isinstance(m, nn.Embedding) for p in m.parameters()]
+
     def forward(self, inputs: BackboneInputs) -> NodeFeatures:  # pragma: no cover - interface
         raise NotImplementedError
 

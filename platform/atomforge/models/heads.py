@@ -57,14 +57,18 @@ class EnergyHead(nn.Module):
 
 
 class GraphEmbeddingHead(nn.Module):
-    """SCD's graph embedding: per-node MLP + LayerNorm, sum-pool, MLP. s (N, F) -> (G, C)."""
+    """SCD's graph embedding: per-node MLP + LayerNorm, sum-pool, LayerNorm, MLP. s (N, F) -> (G, C).
+
+    The LayerNorm after pooling (as SCD's released projection head) keeps the condition's scale
+    independent of the atom count: a sum of N normalised node vectors grows like N."""
 
     def __init__(self, num_scalars: int, dim: int):
         super().__init__()
         self.node = nn.Sequential(nn.Linear(num_scalars, dim), nn.SiLU(), nn.Linear(dim, dim), nn.LayerNorm(dim))
+        self.pooled_norm = nn.LayerNorm(dim)
         self.graph = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, s: torch.Tensor, graph: torch.Tensor, num_graphs: int) -> torch.Tensor:
         h = self.node(s)
         pooled = h.new_zeros(num_graphs, h.shape[1]).index_add_(0, graph, h)
-        return self.graph(pooled)
+        return self.graph(self.pooled_norm(pooled))

@@ -83,6 +83,14 @@ class ObjectiveMix:
         check_model([e.objective for e in self.entries], model)
         self._checked = True
 
+    def frozen_parameters(self, model) -> list:
+        """Parameters that no objective of the mix trains (frozen by every entry): the optimizer
+        leaves them out (`training.optim.build_optimizer`). SCD alone freezes the atom embedding;
+        SCD + JMP does not (JMP trains it)."""
+        per_entry = [{id(p): p for p in e.objective.frozen_parameters(model)} for e in self.entries]
+        common = set.intersection(*(set(d) for d in per_entry))
+        return [p for p in per_entry[0].values() if id(p) in common]
+
     @property
     def force_mode(self) -> str:
         """The force parameterisation this mix trains, which validation evaluates: the supervised

@@ -70,5 +70,9 @@ class Objective:
     supervised: bool = False
     forces: str | None = None
 
+    def frozen_parameters(self, model) -> list:
+        """Parameters this objective never trains (none by default; SCD: the atom embedding)."""
+        return []
+
     def run(self, model, batch, ctx: ObjectiveContext) -> ObjectiveResult:  # pragma: no cover - interface
         raise NotImplementedError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from atomforge.models.backbone import Capability
+from atomforge.models.backbone import Capability, unwrap
 from atomforge.objectives.corruption import gaussian_corruption, uniform
 from atomforge.objectives.objective import Objective, ObjectiveContext, ObjectiveResult
 
@@ -15,7 +15,8 @@ class SCD(Objective):
     corrupted view (σ, all atoms) conditioned on c in every block. Loss MSE(ε̂, ε/σ) over atoms and
     components; no stop-gradient, so the loss trains pass 1 too. Noise is added to Cartesian
     positions and the periodic graph is rebuilt for each view. freeze_atom_embeddings detaches the
-    atom-type table (its gradient is zero; exclude it from weight decay to keep it fully frozen).
+    atom-type table in both passes and lists it in `frozen_parameters`, so a run whose every
+    objective freezes it leaves it out of the optimizer (no update at all, not even weight decay).
     """
 
     name = "scd"
@@ -28,6 +29,9 @@ class SCD(Objective):
             raise ValueError(f"SCD: sigma must be > 0 and clean_sigma >= 0, got {sigma}, {clean_sigma}")
         self.sigma, self.clean_sigma = sigma, clean_sigma
         self.condition_dropout, self.freeze = condition_dropout, freeze_atom_embeddings
+
+    def frozen_parameters(self, model) -> list:
+        return unwrap(model).backbone.atom_embedding_parameters() if self.freeze else []
 
     def run(self, model, batch, ctx: ObjectiveContext) -> ObjectiveResult:
         every = torch.ones(batch.pos.shape[0], dtype=torch.bool, device=batch.pos.device)

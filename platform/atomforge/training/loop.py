@@ -65,7 +65,7 @@ class Worker:
         self.objective = build_objective(config.objectives, self.model)
         self.graph_params = {name: source.graph for name, source in self.sources.items()}
         self.ema = build_ema(self.model, config.optim.ema_decay)
-        self.optimizer = build_optimizer(self.model, config.optim)
+        self.optimizer = build_optimizer(self.model, config.optim, self.objective.frozen_parameters(self.model))
         self.scheduler = build_scheduler(self.optimizer, config.max_steps, config.optim)
         self.amp = AMP_DTYPES.get(config.scaling.amp) if self.device.type == "cuda" else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp is torch.float16)

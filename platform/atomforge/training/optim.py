@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -25,11 +26,25 @@ def lr_factor(step: int, total_steps: int, config: OptimConfig) -> float:
     return config.min_lr_factor + (1 - config.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW; biases, norms and embeddings (parameters with < 2 dims) get no weight decay."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def no_decay(model: nn.Module) -> set[int]:
+    """ids of the parameters that get no weight decay: every parameter with < 2 dimensions (biases,
+    norms, the SCD null token) and every embedding table (atom types: 2-D, but a lookup, not a map)."""
+    embeddings = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    return embeddings | {id(p) for p in model.parameters() if p.ndim < 2}
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig, frozen: Sequence[nn.Parameter] = ()) -> torch.optim.Optimizer:
+    """AdamW; `no_decay` parameters get no weight decay. `frozen` parameters (e.g. SCD's atom
+    embedding, `ObjectiveMix.frozen_parameters`) stop requiring gradients and are left out, so they
+    get no update at all (AdamW would still move a zero-gradient parameter by weight decay or by
+    momentum from earlier steps)."""
+    for param in frozen:
+        param.requires_grad_(False)
+    skip = no_decay(model)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trained if id(p) not in skip]
+    plain = [p for p in trained if id(p) in skip]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=tuple(config.betas))
 
 
