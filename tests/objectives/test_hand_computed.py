@@ -102,3 +102,14 @@ def test_hydrogen_masking(kit):
     target = batch.pos[masked[0]] - batch.pos[oxygen]
     pred = out.vectors["mask"][masked[0]]
     close(result.loss, 1 - torch.dot(pred, target) / (pred.norm() * target.norm()))
+
+
+def test_derivative_force_field_ignores_fixed_atoms(kit):
+    """Fixed atoms (the slab's bottom layer) carry no force loss: changing their labels changes nothing."""
+    batch, model = kit.mixed_batch(), kit.make_model()
+    fixed = batch.fixed.bool()
+    assert 0 < int(fixed.sum()) < batch.num_nodes
+    objective = DerivativeForceField(1.0, 500.0, 0.0)
+    loss = objective.run(model, batch, kit.context()).loss
+    batch.forces[fixed] += 100.0
+    torch.testing.assert_close(objective.run(model, batch, kit.context()).loss, loss)

@@ -61,7 +61,7 @@ def write_shards(root: Path, task: str, num: dict[str, int], periodic: bool, see
     energies = [s.energy / s.num_atoms for s in everything]
     force_sq = [(s.forces**2).mean() for s in everything]
     natoms = [s.num_atoms for s in everything]
-    statistics = {"linear_reference": {"1": -1.5, "6": -1.5, "8": -1.5}, "energy_mean": 0.0,
+    statistics = {"linear_reference": {"1": -1.5, "6": -1.5, "8": -1.5}, "energy_mean": 0.0, "energy_mean_per_atom": 0.0,
                   "energy_std": float(np.std(energies) * np.mean(natoms)) or 1.0,
                   "force_rms": float(np.sqrt(np.mean(force_sq)))}
     return publish(root, task, splits, statistics, shard_size)

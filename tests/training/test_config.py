@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+from atomforge.finetune.run import run_variant
+from atomforge.recipes.finetune import rmd17_debug
 from atomforge.recipes.jmp import RECIPES, debug_cpu, jmp_l, jmp_s, with_data
-from atomforge.training.config import apply_overrides, to_jsonable
+from atomforge.tasks import TaskSpec
+from atomforge.training.config import apply_overrides, check_cutoffs, to_jsonable
+from atomforge.training.data import open_source, resolve_spec
 from atomforge.training.optim import lr_factor
 
 
@@ -57,3 +62,33 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_factor(100_000, 100_000, o) == pytest.approx(0.1)
     mid = 2000 + (100_000 - 2000) // 2
     assert lr_factor(mid, 100_000, o) == pytest.approx(0.55, abs=1e-3)
+
+
+def test_every_recipe_has_one_cutoff():
+    for name, build in RECIPES.items():
+        config = build()
+        check_cutoffs(config)
+        assert {t.spec.cutoff for t in config.data.tasks.values()} == {config.model.cutoff}, name
+
+
+def test_model_and_graph_cutoffs_that_differ_are_an_error():
+    with pytest.raises(ValueError, match=r"model cutoff 6.0 Å differs from the graph cutoff of tasks \{'oc20': 5.0"):
+        check_cutoffs(apply_overrides(debug_cpu(), ["model.cutoff=6.0"]))
+    check_cutoffs(apply_overrides(debug_cpu(), ["model.cutoff=6.0"] + [f"data.tasks.{t}.spec.cutoff=6.0" for t in
+                                                                     debug_cpu().data.tasks]))
+
+
+def test_stored_graphs_must_cover_the_task_graph(tiny_shards):
+    source = open_source("oc20", tiny_shards["oc20"])  # stored at 5 Å, K_store 30
+    resolve_spec(TaskSpec("oc20", 5.0, 20), source)
+    with pytest.raises(ValueError, match="stores graphs built at 5.0 Å, but the task"):
+        resolve_spec(TaskSpec("oc20", 6.0, 20), source)
+    with pytest.raises(ValueError, match="fewer than the task's max_neighbors 40"):
+        resolve_spec(TaskSpec("oc20", 5.0, 40), source)
+
+
+def test_finetuning_target_cutoff_must_be_the_backbone_cutoff(tmp_path):
+    config = dataclasses.replace(rmd17_debug(), output=str(tmp_path),
+                                 target=dataclasses.replace(rmd17_debug().target, cutoff=6.0))
+    with pytest.raises(ValueError, match="target.cutoff 6.0 Å differs from the backbone's 5.0 Å"):
+        run_variant(config, None, "scratch")

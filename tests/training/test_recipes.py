@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
 
 import pytest
 from atomforge.recipes.jmp import RECIPES, with_data
@@ -19,6 +21,14 @@ def test_debug_mix_trains(name, tiny_shards, tmp_path):
     config = with_data(RECIPES[name](), tiny_shards)
     config = apply_overrides(config, ["scaling.num_workers=0", f"checkpoint.output={tmp_path}", "max_steps=2",
                                       "log_every=1", "val_every=0", "data.max_atoms=64"])
-    train(config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(config)
     losses = train_losses(tmp_path)
     assert sorted(losses) == [1, 2] and all(math.isfinite(v) for v in losses.values())
+    logged = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
+    notes = [r["message"] for r in logged if r["kind"] == "warning"]
+    if name == "debug_derivative_ff":  # the tiny shards have no stress: the 1:500:500 recipe runs as 1:500:0
+        assert any("'stress'" in n for n in notes) and any("'stress'" in str(w.message) for w in caught)
+    else:
+        assert notes == []

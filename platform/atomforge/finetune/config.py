@@ -62,8 +62,9 @@ class TargetSpec:
     pooling: str = "sum"  # property kind only
     energy_weight: float = 1.0  # λ_E on |ΔE|/s_E
     force_weight: float = 10.0  # λ_F on the structure-wise force L2MAE / s_F
-    cutoff: float | None = None  # Å; None = the pretrained backbone's cutoff
+    cutoff: float | None = None  # Å; None = the backbone's cutoff (any other value is an error)
     max_neighbors: int | None = 30
+    dens_md_frames: bool = True  # DeNS may corrupt MD frames (the DeNS MD17 code does; rMD17 is all MD)
 
     def __post_init__(self) -> None:
         if self.kind not in TARGETS:

@@ -100,6 +100,7 @@ def fit_statistics(train: Sequence[Structure], target: TargetSpec, cutoff: float
     """The downstream TaskSpec: least-squares linear reference on element counts, energy mean/std, force RMS.
 
     Mean-pooled properties get one shared per-atom reference (the train mean), so E/N = mean + s·mean(head).
+    The residual mean is per atom (mean_reference "atom"), so predictions stay extensive.
     """
     elements = sorted({int(z) for s in train for z in s.atomic_numbers})
     counts = np.array([[np.sum(s.atomic_numbers == z) for z in elements] for s in train], dtype=np.float64)
@@ -113,9 +114,11 @@ def fit_statistics(train: Sequence[Structure], target: TargetSpec, cutoff: float
     residual = energy - counts @ np.array([reference[z] for z in elements])
     forces = [s.forces for s in train if s.forces is not None]
     force_rms = float(np.sqrt(np.mean(np.concatenate([f.reshape(-1) for f in forces]) ** 2))) if forces else 1.0
+    labels = ("energy", "forces") if forces else ("energy",)
     return TaskSpec(
         target.task, cutoff=cutoff, max_neighbors=target.max_neighbors if target.max_neighbors else 30,
-        linear_reference=reference, energy_mean=float(residual.mean()),
+        linear_reference=reference, energy_mean=float(residual.sum() / counts.sum()), mean_reference="atom",
+        labels=labels, dens_md_frames=target.dens_md_frames,
         energy_std=max(float(residual.std()), 1e-3), force_std=max(force_rms, 1e-3),
         energy_weight=target.energy_weight, force_weight=target.force_weight if target.kind == "energy_forces" else 0.0,
     )

@@ -105,7 +105,7 @@ def task_specs_from_config(meta: Mapping[str, Any], model: AtomisticModel) -> di
     specs = {}
     for name in model.tasks:
         base = {k: v for k, v in recorded.get(name, {}).items() if k in _TASK_FIELDS and k != "name"}
-        base.update({k: stats[name][k] for k in ("energy_mean", "energy_std", "force_std")})
+        base.update({k: stats[name][k] for k in ("energy_mean", "energy_std", "force_std", "mean_reference")})
         base["linear_reference"] = {int(z): float(v) for z, v in stats[name]["linear_reference"].items()}
         if "cutoff" not in base:
             base["cutoff"] = float(model.backbone.cutoff)

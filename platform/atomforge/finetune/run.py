@@ -53,7 +53,10 @@ def run_variant(config: FinetuneConfig, checkpoint: str | None, variant: str, lo
     if source is None and config.backbone is None:
         raise ValueError("no --checkpoint and no backbone in the recipe: nothing defines the architecture")
     backbone = source.model.backbone_config if source is not None else config.backbone
-    cutoff = config.target.cutoff or float(backbone.cutoff)
+    cutoff = float(backbone.cutoff)
+    if config.target.cutoff is not None and config.target.cutoff != cutoff:
+        raise ValueError(f"target.cutoff {config.target.cutoff} Å differs from the backbone's {cutoff} Å: the graphs "
+                         "would hold other pairs than the model uses; leave target.cutoff unset (= the backbone's)")
     data = load_downstream(config.data, config.target, cutoff)
     log(f"[finetune {config.name}] {variant}: {data.sizes()} structures ({data.num_skipped} skipped), "
         f"task {data.spec.name!r} cutoff {cutoff} Å, forces {config.target.forces}")

@@ -148,7 +148,8 @@ def finetune(model: nn.Module, data: DownstreamData, config: FinetuneConfig, log
 
 def _model_specs(model) -> dict[str, TaskSpec]:
     stats = model.config_dict()["task_statistics"]
-    return {t: TaskSpec(t, energy_mean=s["energy_mean"], energy_std=s["energy_std"], force_std=s["force_std"])
+    return {t: TaskSpec(t, energy_mean=s["energy_mean"], energy_std=s["energy_std"], force_std=s["force_std"],
+                        mean_reference=s["mean_reference"])
             for t, s in stats.items()}
 
 

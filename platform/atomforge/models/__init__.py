@@ -20,7 +20,8 @@ The contract (training, export and objectives use exactly this):
                                                  # (ObjectiveMix adds it for you)
 
 Conventions: task ids in `batch.task` index `model.tasks`; outputs are physical units (the model
-de-normalises with its per-task buffers: E = s_E·Σ_atoms head + μ_E + Σ linear_reference[z];
+de-normalises with its per-task buffers: E = s_E·Σ_atoms head + Σ_atoms (linear_reference[z] + μ_E)
+(TaskSpec.mean_reference 'atom', extensive) or ... + μ_E once per structure ('structure', JMP);
 direct F = s_F·head); objectives normalise errors with the TaskSpecs in their context. Edge vectors
 are computed inside forward from positions (vector = pos[src] + shifts @ cell - pos[dst]) so
 gradients flow; edges longer than the backbone cutoff are dropped there. The MASK atom type is

@@ -22,7 +22,7 @@ FORCE_MODES = ("direct", "gradient")
 class ModelOutput:
     """Outputs in physical units; None where not requested.
 
-    energy (G,) float64 eV (per-task head, de-normalised, plus the linear reference);
+    energy (G,) float64 eV (per-task head, de-normalised, plus the mean and the linear reference);
     forces (N, 3) eV/Å, direct head or -∂E/∂x (see `forces_mode`); stress (G, 3, 3) eV/Å³,
     (1/V)∂E/∂ε (zero for non-periodic graphs); vectors: named per-atom heads (N, 3), dimensionless;
     embedding (G, C) graph embedding (SCD); node: backbone features; positions (N, 3) used.
@@ -70,6 +70,9 @@ class AtomisticModel(nn.Module):
         self.embedding_head = GraphEmbeddingHead(fs, cond) if cond > 0 else None
         self.null_condition = nn.Parameter(torch.zeros(cond)) if cond > 0 else None
         self.register_buffer("energy_mean", torch.zeros(len(self.tasks), dtype=torch.float64))
+        # TaskSpec.mean_reference: configuration (config_dict carries it), so not in the state dict,
+        # and checkpoints written before it existed still load.
+        self.register_buffer("mean_per_atom", torch.zeros(len(self.tasks), dtype=torch.bool), persistent=False)
         self.register_buffer("energy_std", torch.ones(len(self.tasks), dtype=torch.float64))
         self.register_buffer("force_std", torch.ones(len(self.tasks), dtype=torch.float64))
         self.register_buffer("linear_reference", torch.zeros(len(self.tasks), NUM_ATOM_TYPES, dtype=torch.float64))
@@ -88,6 +91,7 @@ class AtomisticModel(nn.Module):
                 if spec is None:
                     continue
                 self.energy_mean[i], self.energy_std[i], self.force_std[i] = spec.energy_mean, spec.energy_std, spec.force_std
+                self.mean_per_atom[i] = spec.mean_reference == "atom"
                 self.linear_reference[i].zero_()
                 for z, value in spec.linear_reference.items():
                     self.linear_reference[i, int(z)] = value
@@ -99,7 +103,8 @@ class AtomisticModel(nn.Module):
         for i, name in enumerate(self.tasks):
             ref = {int(z): float(v) for z, v in enumerate(self.linear_reference[i].tolist()) if v != 0.0}
             stats[name] = {"energy_mean": float(self.energy_mean[i]), "energy_std": float(self.energy_std[i]),
-                           "force_std": float(self.force_std[i]), "linear_reference": ref}
+                           "force_std": float(self.force_std[i]), "linear_reference": ref,
+                           "mean_reference": "atom" if bool(self.mean_per_atom[i]) else "structure"}
         return {
             "backbone_class": f"{cls.__module__}.{cls.__qualname__}",
             "backbone": dataclasses.asdict(self.backbone_config),
@@ -120,7 +125,8 @@ class AtomisticModel(nn.Module):
             st = config.get("task_statistics", {}).get(name)
             specs[name] = TaskSpec(name) if st is None else TaskSpec(
                 name, energy_mean=st["energy_mean"], energy_std=st["energy_std"], force_std=st["force_std"],
-                linear_reference={int(z): v for z, v in st["linear_reference"].items()})
+                linear_reference={int(z): v for z, v in st["linear_reference"].items()},
+                mean_reference=st.get("mean_reference", "structure"))  # models saved before the option: per structure
         return cls(backbone, specs, vector_heads=tuple(config["vector_heads"]))
 
     def ddp_anchor(self) -> torch.Tensor:
@@ -246,9 +252,12 @@ class AtomisticModel(nn.Module):
             per_atom = per_atom.index_put((idx,), self.energy_heads[self.tasks[t]](scalars[idx]))
         normalised = scalars.new_zeros(num_graphs).index_add_(0, graph, per_atom)
         scaled = normalised * self.energy_std[graph_task].to(scalars.dtype)
+        # Per-atom terms (linear reference, the per-atom mean) are summed over atoms: extensive.
+        per_atom_mean = torch.where(self.mean_per_atom[atom_task], self.energy_mean[atom_task], 0.0)
         reference = torch.zeros(num_graphs, dtype=torch.float64, device=z.device).index_add_(
-            0, graph, self.linear_reference[atom_task, z])
-        return scaled.double() + self.energy_mean[graph_task] + reference, scaled
+            0, graph, self.linear_reference[atom_task, z] + per_atom_mean)
+        per_structure_mean = torch.where(self.mean_per_atom[graph_task], 0.0, self.energy_mean[graph_task])
+        return scaled.double() + per_structure_mean + reference, scaled
 
     def _routed_vectors(self, heads: nn.ModuleDict, node: NodeFeatures, atom_task) -> torch.Tensor:
         out = node.scalars.new_zeros(node.scalars.shape[0], 3)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from atomforge.models.backbone import unwrap
 from atomforge.objectives.objective import Objective, ObjectiveContext, ObjectiveResult
+from atomforge.tasks import TaskSpec
 
 Weight = float | Callable[[int, int], float]  # a constant or schedule(step, total_steps) -> weight
 
@@ -82,6 +83,31 @@ class ObjectiveMix:
     def check(self, model) -> None:
         check_model([e.objective for e in self.entries], model)
         self._checked = True
+
+    def check_labels(self, specs: Mapping[str, TaskSpec]) -> list[str]:
+        """Check the tasks' labels (TaskSpec.labels, from their manifests) against the objectives.
+
+        Raises ValueError naming every (objective, task) where a required label is missing (a
+        supervised objective on an unlabeled corpus); returns warnings for optional labels no task
+        has (e.g. DerivativeForceField's stress term, which is then off). Tasks whose labels are
+        unknown (labels None) are not checked.
+        """
+        known = {name: set(spec.labels) for name, spec in specs.items() if spec.labels is not None}
+        problems, warnings = [], []
+        for entry in self.entries:
+            objective = entry.objective
+            for task, labels in known.items():
+                missing = [label for label in objective.labels if label not in labels]
+                if missing:
+                    problems.append(f"{objective.name} needs {missing} but task {task!r} has labels {sorted(labels)}")
+            for label in objective.optional_labels:
+                if known and len(known) == len(specs) and not any(label in labels for labels in known.values()):
+                    warnings.append(f"{objective.name}: no task has {label!r} labels, so its {label} term is off "
+                                    f"(tasks {sorted(known)}); the run trains without it")
+        if problems:
+            raise ValueError("ObjectiveMix: " + "; ".join(problems) + ". Remove the task or the objective "
+                             "(label-free objectives: SCD, CoordinateDenoising, HydrogenMasking)")
+        return warnings
 
     def frozen_parameters(self, model) -> list:
         """Parameters that no objective of the mix trains (frozen by every entry): the optimizer

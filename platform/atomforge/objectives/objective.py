@@ -56,8 +56,9 @@ class ObjectiveResult:
 class Objective:
     """Base of all objectives. Subclasses set the class attributes and implement `run`.
 
-    requires: capabilities the model must have; labels: batch label fields used ("energy", "forces",
-    "stress"); heads: named vector heads used; supervised: True when the objective already contains
+    requires: capabilities the model must have; labels: label fields every task it trains on must
+    have ("energy", "forces"); optional_labels: fields used where present (a term that is off when no
+    task has them, e.g. stress); heads: named vector heads used; supervised: True when the objective already contains
     the supervised energy/force loss (a mix may hold at most one, so forces are never counted twice);
     forces: the force parameterisation it trains ("direct" heads, "gradient" = -∂E/∂x, None for
     none), which validation evaluates (`ObjectiveMix.force_mode`).
@@ -66,6 +67,7 @@ class Objective:
     name: str = "objective"
     requires: frozenset[Capability] = frozenset()
     labels: tuple[str, ...] = ()
+    optional_labels: tuple[str, ...] = ()
     heads: tuple[str, ...] = ()
     supervised: bool = False
     forces: str | None = None

@@ -85,7 +85,7 @@ class JMPSupervised(Objective):
         if forces == "gradient" or stress:
             self.requires = self.requires | {Capability.ENERGY_GRADIENT}
         if stress:
-            self.labels = (*self.labels, "stress")
+            self.optional_labels = ("stress",)
 
     def run(self, model, batch, ctx: ObjectiveContext) -> ObjectiveResult:
         out = model(batch, forces=self.forces, stress=self.stress, create_graph=ctx.training)
@@ -103,13 +103,16 @@ class JMPSupervised(Objective):
 class DerivativeForceField(Objective):
     """Derivative force-field pretraining (seed 002): w_E·L1(E/atom) + w_F·L1(F) + w_S·L1(S), F = -∂E/∂x.
 
-    Physical units as in the paper: energy per atom (eV), force components (eV/Å), stress
-    components (eV/Å³); best ratio reported 1:500:500. Graphs/atoms without a label are skipped.
+    Physical units as in the paper: energy per atom (eV), force components (eV/Å) of free atoms,
+    stress components (eV/Å³); best ratio reported 1:500:500. Graphs/atoms without a label and
+    fixed atoms are skipped; when no task has stress labels the stress term is off, and
+    `ObjectiveMix.check_labels` says so at the start of the run.
     """
 
     name = "derivative_ff"
     requires = frozenset({Capability.ENERGY_GRADIENT})
-    labels = ("energy", "forces", "stress")
+    labels = ("energy", "forces")
+    optional_labels = ("stress",)
     supervised = True
     forces = "gradient"
 
@@ -122,7 +125,7 @@ class DerivativeForceField(Objective):
         e_err = (out.energy - energy_target(out.energy, batch)).abs() / batch.natoms
         e_term = masked_mean(e_err, batch.has_energy).to(out.forces.dtype)
         f_err = (out.forces - batch.forces.to(out.forces.dtype)).abs().mean(dim=-1)
-        f_term = masked_mean(f_err, batch.has_forces[batch.batch])
+        f_term = masked_mean(f_err, batch.has_forces[batch.batch] & free_atoms(batch))  # fixed atoms: no loss
         loss = self.energy_weight * e_term + self.force_weight * f_term
         metrics = {"energy_loss": float(e_term.detach()), "force_loss": float(f_term.detach())}
         if use_stress:

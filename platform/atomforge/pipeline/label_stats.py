@@ -2,8 +2,10 @@
 
 Linear reference: least squares of energy on per-element atom counts, E ≈ Σ_Z n_Z·e_Z (no
 intercept, minimum-norm solution when elements always co-occur). After subtracting it, the
-energy mean/std per structure (eV); force RMS over all force components (eV/Å); a histogram of
-atoms per structure. Keys match `TaskSpec.with_statistics`.
+energy mean/std per structure (eV) and the mean per atom (Σ residual / Σ atoms, eV/atom: the
+extensive reference); force RMS over all force components (eV/Å); how many structures carry each
+label (a label-free corpus has zeros, and its std / RMS are 0: nothing to normalise by); a
+histogram of atoms per structure. Keys match `TaskSpec.with_statistics`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from atomforge.schema import MAX_ATOMIC_NUMBER, Structure
 
 _DIM = MAX_ATOMIC_NUMBER + 1
+_COUNTS = ("sum_y", "sum_y2", "num_energies", "sum_f2", "num_force_components", "num_with_forces", "num_with_stress")
 
 
 class StatsAccumulator:
@@ -29,6 +32,8 @@ class StatsAccumulator:
         self.num_energies = 0
         self.sum_f2 = 0.0
         self.num_force_components = 0
+        self.num_with_forces = 0
+        self.num_with_stress = 0
         self.num_atoms_counts: Counter[int] = Counter()
 
     def add(self, s: Structure) -> None:
@@ -37,6 +42,9 @@ class StatsAccumulator:
             forces = s.forces.astype(np.float32).astype(np.float64)  # as stored in the shards
             self.sum_f2 += float(np.square(forces).sum())
             self.num_force_components += forces.size
+            self.num_with_forces += 1
+        if s.stress is not None:
+            self.num_with_stress += 1
         if s.energy is None:
             return
         x = np.bincount(s.atomic_numbers, minlength=_DIM).astype(np.float64)
@@ -50,7 +58,7 @@ class StatsAccumulator:
     def merge(self, other: StatsAccumulator) -> StatsAccumulator:
         for name in ("xtx", "xty", "sum_x"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("sum_y", "sum_y2", "num_energies", "sum_f2", "num_force_components"):
+        for name in _COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.num_atoms_counts.update(other.num_atoms_counts)
         return self
@@ -65,6 +73,7 @@ class StatsAccumulator:
             "sum_x": self.sum_x[z].tolist(),
             "sum_y": self.sum_y, "sum_y2": self.sum_y2, "num_energies": self.num_energies,
             "sum_f2": self.sum_f2, "num_force_components": self.num_force_components,
+            "num_with_forces": self.num_with_forces, "num_with_stress": self.num_with_stress,
             "num_atoms_counts": {str(k): v for k, v in sorted(self.num_atoms_counts.items())},
         }
 
@@ -76,8 +85,8 @@ class StatsAccumulator:
             acc.xtx[np.ix_(z, z)] = np.asarray(data["xtx"])
             acc.xty[z] = data["xty"]
             acc.sum_x[z] = data["sum_x"]
-        for name in ("sum_y", "sum_y2", "num_energies", "sum_f2", "num_force_components"):
-            setattr(acc, name, data[name])
+        for name in _COUNTS:
+            setattr(acc, name, data.get(name, 0))  # parts written before a count existed: 0
         acc.num_atoms_counts = Counter({int(k): v for k, v in data["num_atoms_counts"].items()})
         return acc
 
@@ -85,7 +94,7 @@ class StatsAccumulator:
         """The manifest's statistics block for this dataset."""
         z = np.flatnonzero(self.sum_x)
         reference = np.zeros(0)
-        mean = std = 0.0
+        mean = std = mean_per_atom = 0.0
         if self.num_energies:
             reference = np.linalg.lstsq(self.xtx[np.ix_(z, z)], self.xty[z], rcond=None)[0]
             n = self.num_energies
@@ -94,14 +103,18 @@ class StatsAccumulator:
             sum_r2 = self.sum_y2 - 2 * reference @ self.xty[z] + reference @ self.xtx[np.ix_(z, z)] @ reference
             mean = sum_r / n
             std = float(np.sqrt(max(sum_r2 / n - mean * mean, 0.0)))
+            mean_per_atom = sum_r / self.sum_x.sum()
         sizes = sorted(self.num_atoms_counts)
         return {
             "linear_reference": {str(int(k)): float(v) for k, v in zip(z, reference)},
             "energy_mean": float(mean),
+            "energy_mean_per_atom": float(mean_per_atom),
             "energy_std": std,
             "force_rms": float(np.sqrt(self.sum_f2 / self.num_force_components)) if self.num_force_components else 0.0,
             "num_structures": int(sum(self.num_atoms_counts.values())),
             "num_with_energy": int(self.num_energies),
+            "num_with_forces": int(self.num_with_forces),
+            "num_with_stress": int(self.num_with_stress),
             "num_atoms_histogram": {"num_atoms": sizes, "count": [self.num_atoms_counts[k] for k in sizes]},
         }
 

@@ -76,18 +76,22 @@ def debug_cpu() -> TrainConfig:
 # ------------------------------------------------------------------ GPU
 def jmp_s() -> TrainConfig:
     """JMP-S-like: JMP's table and optimiser (AdamW 3e-4, (0.9, 0.95), wd 0.1, 2000 warmup steps from
-    0.2·lr, cosine to 0.1·lr, clip 1, EMA 0.99), T = 2, bf16, 8 GPUs; PaiNN stands in for GemNet-OC."""
+    0.2·lr, cosine to 0.1·lr, clip 1, EMA 0.99), T = 2, bf16, 8 GPUs; PaiNN stands in for GemNet-OC.
+
+    Every task's graph uses the model's cutoff (one cutoff owner, `training.config.check_cutoffs`),
+    not JMP's per-corpus 12 / 8 Å: one backbone, one envelope."""
+    model = PaiNNConfig.small()
     return TrainConfig(
         name="jmp_s",
         data=DataConfig(
-            tasks=task_table({t: f"s3://atomforge/shards/{t}" for t in PRETRAIN_TASKS}),
+            tasks=task_table({t: f"s3://atomforge/shards/{t}" for t in PRETRAIN_TASKS}, cutoff=model.cutoff),
             temperature=2.0,
             max_atoms=1024,
             chunk_rows=1024,
             shuffle_rows=16384,
             val_max_structures=2048,
         ),
-        model=PaiNNConfig.small(),
+        model=model,
         objectives=mix(MixEntry(JMPSupervised())),
         optim=OptimConfig(),
         scaling=ScalingConfig(num_workers=8, use_gpu=True, cpus_per_worker=8, amp="bf16", max_failures=3),
@@ -100,12 +104,14 @@ def jmp_s() -> TrainConfig:
 
 def jmp_l() -> TrainConfig:
     """JMP-L-like: the large backbone on 32 GPUs, otherwise jmp_s."""
-    base = jmp_s()
+    base, model = jmp_s(), PaiNNConfig.large()
     return dataclasses.replace(
         base,
         name="jmp_l",
-        model=PaiNNConfig.large(),
-        data=dataclasses.replace(base.data, max_atoms=512),
+        model=model,
+        data=dataclasses.replace(base.data, max_atoms=512, tasks={
+            name: dataclasses.replace(task, spec=dataclasses.replace(task.spec, cutoff=model.cutoff))
+            for name, task in base.data.tasks.items()}),
         scaling=dataclasses.replace(base.scaling, num_workers=32),
         checkpoint=dataclasses.replace(base.checkpoint, output="s3://atomforge/runs/jmp_l"),
         max_steps=400_000,

@@ -166,6 +166,23 @@ class TrainConfig:
         return tuple(self.data.tasks)
 
 
+def check_cutoffs(config: TrainConfig) -> None:
+    """One cutoff owner: every task's graph cutoff (TaskSpec.cutoff, where batches are re-filtered
+    and K-truncated) must equal the model's cutoff (where its envelope reaches 0).
+
+    A larger task cutoff would be silently cut by the model (a 12 Å graph seen at 6 Å); a smaller
+    one truncates every pair between the two cutoffs, where the envelope is not 0 (an energy
+    jump at the task cutoff) and the K nearest are picked at a cutoff the model does not use.
+    Recipes derive the tasks' cutoff from the model (`recipes.jmp.task_table(..., cutoff=...)`).
+    """
+    cutoff = float(config.model.cutoff)
+    wrong = {name: task.spec.cutoff for name, task in config.data.tasks.items() if task.spec.cutoff != cutoff}
+    if wrong:
+        sets = " ".join(f"--set data.tasks.{name}.spec.cutoff={cutoff}" for name in wrong)
+        raise ValueError(f"model cutoff {cutoff} Å differs from the graph cutoff of tasks {wrong}: the model would "
+                         f"see other pairs than the graphs hold; make them equal ({sets}, or change model.cutoff)")
+
+
 # ------------------------------------------------------------------ overrides
 def absolute_local_paths(config: TrainConfig) -> TrainConfig:
     """The config with local data and output paths made absolute (URLs with a scheme are kept).

@@ -60,7 +60,17 @@ def open_source(name: str, url: str) -> TaskSource:
 
 
 def resolve_spec(spec: TaskSpec, source: TaskSource) -> TaskSpec:
-    """The recipe's spec with the manifest's statistics (normalisers, linear reference)."""
+    """The recipe's spec with the manifest's statistics (normalisers, linear reference, labels).
+
+    Raises ValueError when the stored graphs cannot give the spec's graph: built at a smaller cutoff
+    or with fewer stored neighbours (K_store) than the spec's K (pairs would be missing silently)."""
+    stored_cutoff, k_store = source.graph.get("cutoff"), source.graph.get("k_store")
+    if stored_cutoff is not None and float(stored_cutoff) < spec.cutoff:
+        raise ValueError(f"task {spec.name!r}: {source.url} stores graphs built at {stored_cutoff} Å, but the task "
+                         f"(and model) use {spec.cutoff} Å; re-run preprocessing with --cutoff {spec.cutoff}")
+    if k_store is not None and spec.max_neighbors is not None and int(k_store) < spec.max_neighbors:
+        raise ValueError(f"task {spec.name!r}: {source.url} stores {k_store} neighbours per atom, fewer than the "
+                         f"task's max_neighbors {spec.max_neighbors}; re-run preprocessing with a larger --max-neighbors")
     if source.statistics is None:
         return spec
     return spec.with_statistics(source.statistics)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import ray.train
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from atomforge.storage import arrow_filesystem, filesystem
 from atomforge.training.checkpoint import latest_checkpoint
-from atomforge.training.config import TrainConfig, to_jsonable
-from atomforge.training.data import open_source
+from atomforge.training.config import TrainConfig, check_cutoffs, to_jsonable
+from atomforge.training.data import open_source, resolve_spec
 from atomforge.training.loop import train_worker
+from atomforge.training.runtime import build_objective
 
 
 def storage(output: str) -> tuple[str, str, object]:
@@ -66,12 +68,21 @@ def build_trainer(config: TrainConfig) -> TorchTrainer:
     )
 
 
-def check_data(config: TrainConfig) -> None:
-    """Open every task's manifest in the driver, so a wrong URL fails before any worker starts."""
+def check_data(config: TrainConfig) -> list[str]:
+    """Open every task's manifest in the driver, so a wrong URL, a graph the model cannot use or a
+    supervised objective on an unlabeled corpus fails before any worker starts. Returns (and
+    emits as warnings) what the run will silently do without, e.g. a stress term no task feeds."""
+    check_cutoffs(config)
+    specs = {}
     for name, task in config.data.tasks.items():
         source = open_source(name, task.url)
         if source.num_rows(config.data.train_split) == 0:
             raise ValueError(f"task {name!r}: {task.url} has no {config.data.train_split!r} rows")
+        specs[name] = resolve_spec(task.spec, source)
+    notes = build_objective(config.objectives).check_labels(specs)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    return notes
 
 
 def train(config: TrainConfig, resume: bool = False):

@@ -63,6 +63,7 @@ class Worker:
         self.model = build_model(config.model, self.specs).to(self.device)
         self._broadcast_parameters()
         self.objective = build_objective(config.objectives, self.model)
+        label_notes = self.objective.check_labels(self.specs)
         self.graph_params = {name: source.graph for name, source in self.sources.items()}
         self.ema = build_ema(self.model, config.optim.ema_decay)
         self.optimizer = build_optimizer(self.model, config.optim, self.objective.frozen_parameters(self.model))
@@ -77,6 +78,8 @@ class Worker:
         if self.rank == 0:
             local_logs, remote = _log_dirs(config.checkpoint.output)
             self.logger = MetricsLogger(local_logs, remote, config.max_steps)
+            for note in label_notes:
+                self.logger.warn(self.step, note)
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict[str, float]:

@@ -38,6 +38,12 @@ class MetricsLogger:
         self.tb.flush()
         print(progress_line(step, self.total_steps, metrics, kind), flush=True)
 
+    def warn(self, step: int, message: str) -> None:
+        """A `kind: "warning"` record and a `[warning]` line: what the run does without (e.g. no stress term)."""
+        self.jsonl.write(json.dumps({"kind": "warning", "step": step, "message": message}) + "\n")
+        self.jsonl.flush()
+        print(f"[warning] {message}", flush=True)
+
     def sync(self) -> None:
         """Copy the log folder to `<output>/logs` when the output is remote."""
         if self.output is None:
