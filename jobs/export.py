@@ -14,7 +14,8 @@ import argparse
 import os
 import sys
 
-from atomforge.hub import export
+from atomforge.artifacts.export import export
+from atomforge.artifacts.reference import load_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        result = export(args.checkpoint, args.to, use_ema=not args.no_ema, dry_run=args.dry_run,
+        result = export(load_model(args.checkpoint, use_ema=not args.no_ema), args.to, dry_run=args.dry_run,
                         token=os.environ.get("HF_TOKEN") or None, license_id=args.license)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

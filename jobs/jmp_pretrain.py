@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import ray
+from atomforge.artifacts.checkpoint import latest_checkpoint
 from atomforge.recipes.jmp import RECIPES, recipe, with_data
-from atomforge.training.checkpoint import latest_checkpoint
 from atomforge.training.config import absolute_local_paths, apply_overrides
 from atomforge.training.launch import train
 

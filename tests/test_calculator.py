@@ -95,14 +95,15 @@ def test_pretrained_model_calculator(tmp_path):
     from pathlib import Path
 
     import atomforge
-    from atomforge.hub import export
+    from atomforge.artifacts.export import export
+    from atomforge.artifacts.reference import load_model
 
     conftest = Path(__file__).parent / "finetune" / "conftest.py"
     spec = importlib.util.spec_from_file_location("finetune_fixtures_calc", conftest)
     fixtures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fixtures)
     fixtures.pretrain_checkpoint(tmp_path / "run")
-    export(str(tmp_path / "run"), str(tmp_path / "export"))
+    export(load_model(str(tmp_path / "run")), str(tmp_path / "export"))
     model = atomforge.load_pretrained(str(tmp_path / "export"))
     atoms = bulk("Cu", cubic=True)
     atoms.calc = model.calculator(task="oc20")

@@ -18,7 +18,7 @@ _EXPORTS = {
     "atom_budget_batches": "atomforge.batch",
     "read_corpus": "atomforge.corpora",
     "open_shards": "atomforge.shards",
-    "load_pretrained": "atomforge.hub",
+    "load_pretrained": "atomforge.artifacts.reference",
 }
 
 __all__ = sorted(_EXPORTS)

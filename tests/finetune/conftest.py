@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from atomforge.artifacts import checkpoint as ckpt
 from atomforge.corpora.rmd17 import KCAL_PER_MOL_TO_EV
 from atomforge.finetune.config import DataSpec
 from atomforge.models import AtomisticModel
@@ -20,7 +21,6 @@ from atomforge.models.painn import PaiNNConfig
 from atomforge.recipes.finetune import rmd17_debug
 from atomforge.recipes.jmp import debug_cpu, only_tasks
 from atomforge.tasks import JMP_TASKS
-from atomforge.training import checkpoint as ckpt
 from atomforge.training.config import to_jsonable
 from atomforge.training.optim import build_ema
 

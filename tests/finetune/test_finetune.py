@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from atomforge.artifacts.reference import load_model
 from atomforge.finetune.config import DataSpec, FinetuneOptim, TargetSpec
 from atomforge.finetune.data import load_downstream
-from atomforge.finetune.pretrained import downstream_model, load_source
+from atomforge.finetune.pretrained import downstream_model
 from atomforge.finetune.run import run_variant
 from atomforge.finetune.trainer import layer_multiplier, param_groups
 from atomforge.models import AtomisticModel
@@ -39,9 +40,9 @@ def test_layer_multipliers_follow_jmp():
 
 
 def test_checkpoint_heads_dropped_or_kept(pretrain_run):
-    source = load_source(str(pretrain_run))
+    source = load_model(str(pretrain_run))
     assert source.model.tasks == ("ani1x", "oc20") and source.ema
-    raw = load_source(str(pretrain_run), use_ema=False)
+    raw = load_model(str(pretrain_run), use_ema=False)
     key = "backbone.embedding.weight"
     assert torch.allclose(raw.model.state_dict()[key], source.model.state_dict()[key] + 0.01)
     assert source.specs["ani1x"].cutoff == 5.0 and source.specs["ani1x"].max_neighbors == 20

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from atomforge.training.checkpoint import read_state
+from atomforge.artifacts.checkpoint import read_state
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "jobs" / "jmp_pretrain.py"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from atomforge.training.checkpoint import latest_checkpoint, read_state
+from atomforge.artifacts.checkpoint import latest_checkpoint, read_state
 from atomforge.training.launch import train
 
 from .helpers import tiny_config, train_losses

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from atomforge.artifacts.checkpoint import latest_checkpoint
+from atomforge.artifacts.reference import load_model
 from atomforge.storage import filesystem
-from atomforge.training.checkpoint import latest_checkpoint
 from atomforge.training.launch import train
 
 from .helpers import tiny_config
@@ -28,3 +29,6 @@ def test_train_from_and_to_s3(tiny_shards, s3_env, tmp_path):
     fs.invalidate_cache()
     assert fs.exists("atomforge-train/runs/s3run/config.json")
     assert fs.exists("atomforge-train/runs/s3run/logs/metrics.jsonl")
+    restored = load_model(output)  # a run directory on S3 resolves to its newest checkpoint
+    assert restored.source == "s3://atomforge-train/runs/s3run/checkpoint_00000004"
+    assert restored.model.tasks == tuple(config.data.tasks) and restored.ema

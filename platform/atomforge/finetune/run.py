@@ -1,9 +1,10 @@
 """One fine-tuning run (pretrained or from scratch) and the side-by-side comparison of both.
 
 Output of a run (`<output>/<variant>/`, variant = "pretrained" | "scratch"):
-    checkpoint/        the best EMA weights in the training checkpoint layout (state.pt, model.json,
-                       config.json with the fine-tuning config, task specs, force mode and metrics):
-                       `jobs/export.py --checkpoint <output>/pretrained/checkpoint` exports it
+    checkpoint/        the best EMA weights in the checkpoint layout (`atomforge.artifacts.checkpoint`:
+                       state.pt, model.json, config.json with the fine-tuning config and metrics,
+                       tasks.json with each task's spec, force mode and how its linear reference was
+                       obtained): `jobs/export.py --checkpoint <output>/pretrained/checkpoint` exports it
     metrics.json       MAE / RMSE per split in meV, meV/atom, meV/Å; sizes, epochs, seconds
     history.jsonl      one line per epoch (train loss, val metrics, lr)
     test_predictions.npz   energy_pred/true (G,) eV, natoms (G,), forces_pred/true (N, 3) eV/Å
@@ -19,11 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from atomforge.artifacts import checkpoint as ckpt
+from atomforge.artifacts.pretrained import LEAST_SQUARES, Pretrained, reference_record, task_record
+from atomforge.artifacts.reference import load_model
 from atomforge.finetune.config import FinetuneConfig
-from atomforge.finetune.data import load_downstream
-from atomforge.finetune.pretrained import Pretrained, downstream_model, load_source
+from atomforge.finetune.data import DownstreamData, load_downstream
+from atomforge.finetune.pretrained import downstream_model
 from atomforge.finetune.trainer import FinetuneResult, finetune
-from atomforge.training import checkpoint as ckpt
 from atomforge.training.config import to_jsonable
 
 VARIANTS = ("pretrained", "scratch")
@@ -49,7 +52,7 @@ def run_variant(config: FinetuneConfig, checkpoint: str | None, variant: str, lo
     """Fine-tune from `checkpoint` ("pretrained") or the same architecture from a fresh init ("scratch")."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    source = load_source(checkpoint, config.use_ema_weights) if checkpoint else None
+    source = load_model(checkpoint, config.use_ema_weights) if checkpoint else None
     if source is None and config.backbone is None:
         raise ValueError("no --checkpoint and no backbone in the recipe: nothing defines the architecture")
     backbone = source.model.backbone_config if source is not None else config.backbone
@@ -66,16 +69,16 @@ def run_variant(config: FinetuneConfig, checkpoint: str | None, variant: str, lo
     model = downstream_model(start_from, backbone, data.spec, config.keep_pretrained_heads, config.seed)
     result = finetune(model, data, config, log)
     out = Path(config.output) / variant
-    write_run(out, config, data.spec, result, source, variant)
+    write_run(out, config, data, result, source, variant)
     return RunSummary(variant, result.metrics, data.sizes(), result.best_epoch, len(result.history),
                       round(result.seconds, 1), sum(p.numel() for p in model.parameters()), str(out))
 
 
-def write_run(out: Path, config: FinetuneConfig, spec, result: FinetuneResult, source: Pretrained | None,
-              variant: str) -> None:
-    """Checkpoint (training layout), metrics, history and test predictions under `out`."""
+def write_run(out: Path, config: FinetuneConfig, data: DownstreamData, result: FinetuneResult,
+              source: Pretrained | None, variant: str) -> None:
+    """Checkpoint (with task records), metrics, history and test predictions under `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    model = result.model
+    model, spec = result.model, data.spec
     specs = {name: to_jsonable(s) for name, s in (source.specs.items() if source else [])}
     specs[spec.name] = to_jsonable(spec)
     meta: dict[str, Any] = {
@@ -90,11 +93,29 @@ def write_run(out: Path, config: FinetuneConfig, spec, result: FinetuneResult, s
     weights = model.state_dict()  # the best EMA weights when EMA is on: export them as the EMA copy
     ema = {f"module.{k}": v for k, v in weights.items()} if config.optim.ema_decay > 0 else None
     state = {"step": result.best_epoch, "model": weights, "ema": ema}
-    ckpt.write_checkpoint(out / "checkpoint", state, meta, model.config_dict())
+    tasks = task_records(model.tasks, config, data, source, meta["forces"])
+    ckpt.write_checkpoint(out / "checkpoint", state, meta, model.config_dict(), tasks)
     (out / "metrics.json").write_text(json.dumps({"variant": variant, "metrics": result.metrics,
                                                   "best_epoch": result.best_epoch, "seconds": result.seconds}, indent=2))
     (out / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in result.history))
     np.savez(out / "test_predictions.npz", **result.predictions)
+
+
+def task_records(tasks, config: FinetuneConfig, data: DownstreamData, source: Pretrained | None,
+                 forces: dict[str, str]) -> dict[str, dict]:
+    """Each task's record: the new task's linear reference was fitted on the train split
+    (`finetune.data.fit_statistics`), kept pretraining tasks' references come unchanged from the source."""
+    records = {}
+    for name in tasks:
+        if name != data.spec.name:
+            records[name] = task_record(source.specs[name], forces[name], reference_record("kept", **{"from": source.source}))
+            continue
+        mean = config.target.kind == "property" and config.target.pooling == "mean"
+        fitted = reference_record("fitted", fitted_on=f"{config.data.path} train split ({data.sizes()['train']} "
+                                  f"structures, split seed {config.data.seed})",
+                                  method="mean per atom of the train split" if mean else LEAST_SQUARES)
+        records[name] = task_record(data.spec, forces[name], fitted)
+    return records
 
 
 def compare(config: FinetuneConfig, checkpoint: str, log=print) -> tuple[str, dict[str, Any]]:

@@ -8,8 +8,8 @@ import warnings
 import ray.train
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from atomforge.artifacts.checkpoint import latest_checkpoint
 from atomforge.storage import arrow_filesystem, filesystem
-from atomforge.training.checkpoint import latest_checkpoint
 from atomforge.training.config import TrainConfig, check_cutoffs, to_jsonable
 from atomforge.training.data import open_source, resolve_spec
 from atomforge.training.loop import train_worker

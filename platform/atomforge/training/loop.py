@@ -27,8 +27,8 @@ import ray.train
 import torch
 import torch.distributed as dist
 
+from atomforge.artifacts import checkpoint as ckpt
 from atomforge.storage import filesystem
-from atomforge.training import checkpoint as ckpt
 from atomforge.training.config import TrainConfig, to_jsonable
 from atomforge.training.data import (
     batch_to,

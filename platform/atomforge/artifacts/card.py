@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ase.data import chemical_symbols
+
 LIMITATIONS = """- Predictions are only as good as the training data's level of theory and coverage: elements,
   bonding environments, temperatures and cell sizes outside them are extrapolation. Check errors on
   a held-out set of your own systems before running production simulations.
@@ -32,6 +34,7 @@ def model_card(config: Mapping[str, Any], name: str, license_id: str, num_parame
         f"({num_parameters:,} parameters and buffers), weights: {config['weights']} copy.",
         "## Architecture\n```json\n" + json.dumps(model["backbone"], indent=2) + "\n```",
         "## Tasks (heads)\n" + task_table(config["tasks"]),
+        "## Energy references\n" + reference_text(config["tasks"]),
         "## Training data and objectives\n" + training_text(training),
         "## Metrics\n" + metrics_text(training),
         "## Intended use\nEnergies (eV), forces (eV/Å) and, for periodic systems, stress (eV/Å³) of "
@@ -54,6 +57,31 @@ def task_table(tasks: Mapping[str, Mapping[str, Any]]) -> str:
         lines.append(f"| {name} | {t['cutoff']} | {t['max_neighbors']} | {t['forces']} | {t['energy_convention']} "
                      f"| {t['energy_std']:.4g} | {t['force_std']:.4g} |")
     return "\n".join(lines)
+
+
+def reference_text(tasks: Mapping[str, Mapping[str, Any]]) -> str:
+    """Each task's per-element linear reference (eV per atom) and how it was obtained."""
+    lines = ["Each task's energy is its head's output plus Σ_atoms e_Z, a per-element linear reference in eV "
+             "per atom (elements not listed: 0).", "",
+             "| task | reference | obtained | e_Z (eV/atom) |", "|---|---|---|---|"]
+    for name, t in tasks.items():
+        reference = t.get("reference") or {"mode": "unrecorded"}
+        values = ", ".join(f"{chemical_symbols[int(z)]} {float(v):.6g}" for z, v in t["linear_reference"].items())
+        lines.append(f"| {name} | {reference['mode']} | {_obtained(reference)} | {values or '(none)'} |")
+    return "\n".join(lines)
+
+
+def _obtained(reference: Mapping[str, Any]) -> str:
+    mode = reference["mode"]
+    if mode == "fitted":
+        return f"{reference.get('method', 'fitted')} on {reference.get('fitted_on', '(data not recorded)')}"
+    if mode == "kept":
+        return f"kept unchanged from `{reference.get('from', '(not recorded)')}`"
+    if mode == "trainable":
+        return f"trained with the model, starting from {reference.get('initial', '(not recorded)')}"
+    if mode == "none":
+        return "no reference"
+    return "not recorded by the atomforge version that wrote this model"
 
 
 def training_text(training: Mapping[str, Any]) -> str:

@@ -1,8 +1,8 @@
-"""Hub export / import: safetensors + config.json + card, identical predictions, no pickle, uploads offline."""
+"""Export / import: safetensors + config.json + card, identical predictions, no pickle, hub uploads offline."""
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import json
 import pickle
 import subprocess
@@ -13,23 +13,14 @@ import atomforge
 import numpy as np
 import pytest
 import torch
-from atomforge import hub
+from atomforge.artifacts.export import EXPORT_FILES, export
+from atomforge.artifacts.reference import load_model
 from atomforge.batch import collate
-from atomforge.finetune.pretrained import load_source
+from atomforge.finetune.data import load_downstream
+from atomforge.finetune.run import run_variant
 from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("finetune_fixtures", REPO / "tests" / "finetune" / "conftest.py")
-fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fixtures)
-
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("hub-run")
-    fixtures.pretrain_checkpoint(run)
-    return run
+REPO = Path(__file__).resolve().parents[2]
 
 
 class RecordingHubApi:
@@ -55,9 +46,9 @@ def _molecules():
 
 
 def test_export_load_identical_predictions_without_pickle(run_dir, tmp_path, monkeypatch):
-    result = hub.export(str(run_dir), str(tmp_path / "export"))
+    source = load_model(str(run_dir))
+    result = export(source, str(tmp_path / "export"))
     assert set(result.files) == {"model.safetensors", "config.json", "README.md"}
-    source = load_source(str(run_dir))
 
     def no_pickle(*args, **kwargs):
         raise AssertionError("load_pretrained must not unpickle")
@@ -84,8 +75,8 @@ def test_export_load_identical_predictions_without_pickle(run_dir, tmp_path, mon
 
 
 def test_no_ema_exports_raw_weights(run_dir, tmp_path):
-    hub.export(str(run_dir), str(tmp_path / "ema"))
-    hub.export(str(run_dir), str(tmp_path / "raw"), use_ema=False)
+    export(load_model(str(run_dir)), str(tmp_path / "ema"))
+    export(load_model(str(run_dir), use_ema=False), str(tmp_path / "raw"))
     ema, raw = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("ema", "raw"))
     key = "backbone.embedding.weight"
     assert torch.allclose(raw[key], ema[key] + 0.01)
@@ -95,7 +86,7 @@ def test_no_ema_exports_raw_weights(run_dir, tmp_path):
 def test_hub_upload_sends_export_files_and_never_the_token(run_dir, monkeypatch):
     api = RecordingHubApi()
     secret = "hf_" + "x" * 30
-    result = hub.export(str(run_dir), "hf://atomforge-test/demo-model", api=api, token=secret)
+    result = export(load_model(str(run_dir)), "hf://atomforge-test/demo-model", api=api, token=secret)
     assert result.uploaded and result.repo_id == "atomforge-test/demo-model"
     (create, create_args), (upload, upload_args) = api.calls
     assert create == "create_repo" and create_args["repo_id"] == "atomforge-test/demo-model" and create_args["exist_ok"]
@@ -104,10 +95,10 @@ def test_hub_upload_sends_export_files_and_never_the_token(run_dir, monkeypatch)
     assert json.loads(upload_args["files"]["config.json"])["format"] == "atomforge"
     assert all(secret.encode() not in data for data in upload_args["files"].values())
     dry = RecordingHubApi()
-    result = hub.export(str(run_dir), "hf://atomforge-test/demo-model", api=dry, dry_run=True)
+    result = export(load_model(str(run_dir)), "hf://atomforge-test/demo-model", api=dry, dry_run=True)
     assert not result.uploaded and dry.calls == [] and (result.folder / "model.safetensors").exists()
     with pytest.raises(ValueError, match="hf://ORG/NAME"):
-        hub.export(str(run_dir), "hf://no-slash")
+        export(load_model(str(run_dir)), "hf://no-slash")
 
 
 def test_real_client_offline_refuses_to_upload(run_dir, monkeypatch):
@@ -116,13 +107,13 @@ def test_real_client_offline_refuses_to_upload(run_dir, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(importlib.import_module("huggingface_hub.constants"), "HF_HUB_OFFLINE", True)
     with pytest.raises(Exception, match="(?i)offline"):  # the client's offline error type varies by version
-        hub.export(str(run_dir), "hf://atomforge-test/offline", token="hf_dummy")
+        export(load_model(str(run_dir)), "hf://atomforge-test/offline", token="hf_dummy")
 
 
 def test_load_pretrained_from_hub_id(run_dir, tmp_path, monkeypatch):
     import huggingface_hub
 
-    hub.export(str(run_dir), str(tmp_path / "snapshot"))
+    export(load_model(str(run_dir)), str(tmp_path / "snapshot"))
     asked = {}
 
     def fake_snapshot_download(repo_id, allow_patterns):
@@ -131,7 +122,7 @@ def test_load_pretrained_from_hub_id(run_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     model = atomforge.load_pretrained("hf://atomforge-test/demo-model")
-    assert asked == {"repo_id": "atomforge-test/demo-model", "allow_patterns": list(hub.EXPORT_FILES)}
+    assert asked == {"repo_id": "atomforge-test/demo-model", "allow_patterns": list(EXPORT_FILES)}
     assert model.tasks == ("ani1x", "oc20")
 
 
@@ -145,5 +136,51 @@ def test_export_cli_dry_run_does_not_print_token(run_dir, tmp_path):
     assert "dry run" in result.stdout and "model.safetensors" in result.stdout
     assert secret not in result.stdout + result.stderr
     staged = Path(result.stdout.strip().rsplit("staged in ", 1)[1])
-    assert np.all([(staged / f).exists() for f in hub.EXPORT_FILES])
+    assert np.all([(staged / f).exists() for f in EXPORT_FILES])
     assert all(secret not in (staged / f).read_text(errors="ignore") for f in ("config.json", "README.md"))
+
+
+def card_references(card: str) -> dict[str, tuple[str, str, dict[str, float]]]:
+    """The model card's energy-reference table: task -> (mode, how obtained, {element symbol: eV/atom})."""
+    section = card.split("## Energy references\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines()[4:]:
+        task, mode, obtained, values = (cell.strip() for cell in line.strip("|").split("|"))
+        pairs = [] if values == "(none)" else [v.split() for v in values.split(", ")]
+        rows[task] = (mode, obtained, {symbol: float(value) for symbol, value in pairs})
+    return rows
+
+
+def test_pretrained_export_records_each_linear_reference_and_how_it_was_obtained(run_dir, tmp_path):
+    source = load_model(str(run_dir))
+    export(source, str(tmp_path / "export"))
+    tasks = json.loads((tmp_path / "export" / "config.json").read_text())["tasks"]
+    url = source.meta["data"]["tasks"]["ani1x"]["url"]
+    assert tasks["ani1x"]["linear_reference"] == {"1": -13.6, "6": -1029.0, "8": -2041.0}
+    assert tasks["ani1x"]["reference"]["mode"] == "fitted" and url in tasks["ani1x"]["reference"]["fitted_on"]
+    assert tasks["oc20"]["linear_reference"] == {} and tasks["oc20"]["reference"] == {"mode": "none"}
+    card = card_references((tmp_path / "export" / "README.md").read_text())
+    assert card["ani1x"][0] == "fitted" and url in card["ani1x"][1]
+    assert card["ani1x"][2] == {"H": -13.6, "C": -1029.0, "O": -2041.0}
+    assert card["oc20"] == ("none", "no reference", {})
+
+
+def test_finetuned_export_records_the_fitted_and_the_kept_linear_references(quick_config, pretrain_run, tmp_path):
+    config = dataclasses.replace(quick_config, keep_pretrained_heads=True,
+                                 optim=dataclasses.replace(quick_config.optim, max_epochs=1))
+    summary = run_variant(config, str(pretrain_run), "pretrained", log=lambda line: None)
+    export(load_model(str(Path(summary.output) / "checkpoint")), str(tmp_path / "export"))
+    tasks = json.loads((tmp_path / "export" / "config.json").read_text())["tasks"]
+    fitted = load_downstream(config.data, config.target, 5.0).spec.linear_reference  # lstsq on the same train split
+    assert tasks["rmd17"]["linear_reference"] == {str(z): pytest.approx(v, abs=1e-9) for z, v in fitted.items()}
+    assert tasks["rmd17"]["reference"] == {
+        "mode": "fitted", "fitted_on": f"{config.data.path} train split (24 structures, split seed 0)",
+        "method": "least squares of energy on per-element atom counts"}
+    pretrained = load_model(str(pretrain_run))
+    assert tasks["ani1x"]["reference"] == {"mode": "kept", "from": pretrained.source}
+    assert tasks["ani1x"]["linear_reference"] == {"1": -13.6, "6": -1029.0, "8": -2041.0}
+    card = card_references((tmp_path / "export" / "README.md").read_text())
+    assert card["rmd17"][0] == "fitted" and f"{config.data.path} train split" in card["rmd17"][1]
+    symbols = {"H": 1, "C": 6, "O": 8}
+    assert card["rmd17"][2] == {s: pytest.approx(fitted[z], rel=1e-5) for s, z in symbols.items()}  # 6 digits in the card
+    assert card["ani1x"] == ("kept", f"kept unchanged from `{pretrained.source}`", {"H": -13.6, "C": -1029.0, "O": -2041.0})

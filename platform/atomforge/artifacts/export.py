@@ -1,0 +1,162 @@
+"""Exports: the folder a model is published as (safetensors + config.json + model card), and its format versions.
+
+An export folder holds exactly:
+    model.safetensors   the state dict (EMA weights by default), no pickle
+    config.json         format, format_version, the model's config_dict (architecture, task
+                        statistics), one task record per task (`artifacts.pretrained`: cutoff, K,
+                        energy convention, force mode, normalisers, per-element linear reference and
+                        how it was obtained), which weights (ema | model), the source reference and a
+                        summary of training (data, objectives, metrics)
+    README.md           the model card (`artifacts.card`), with hub metadata in its YAML header
+`export(source, target)` writes one to a folder or a hub repo (`hf://org/name`, uploaded through
+`atomforge.hub`); `read_export` reads one back with safetensors and json only.
+
+Format versions (FORMAT_VERSION is the one written):
+    1  atomforge up to commit 36cbadb: task records without "reference".
+    2  every task record says how its linear reference was obtained ("reference").
+`read_config` reads every version up to FORMAT_VERSION and upgrades config.json one version at a
+time (`UPGRADES[v]`, v -> v+1), so callers only see the current layout. A newer version is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from atomforge import __version__, hub
+from atomforge.artifacts.card import model_card
+from atomforge.artifacts.pretrained import Pretrained, restore, task_record
+from atomforge.storage import filesystem
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "README.md"
+EXPORT_FILES = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE)
+FORMAT = "atomforge"
+FORMAT_VERSION = 2
+
+
+@dataclass
+class ExportResult:
+    """Where the export went: the local folder, the hub repo (or None) and the files written."""
+
+    folder: Path
+    repo_id: str | None
+    files: dict[str, int]  # name -> bytes
+    uploaded: bool
+
+
+# ------------------------------------------------------------------ writing
+def export(source: Pretrained, target: str, dry_run: bool = False, api=None, token: str | None = None,
+           license_id: str = "apache-2.0") -> ExportResult:
+    """Export a restored model (`artifacts.reference.load_model`) to a folder or `hf://org/name`.
+
+    dry_run: write the folder (a temporary one for hub targets) and upload nothing.
+    api: an object with HfApi's `create_repo` / `upload_folder` (default `huggingface_hub.HfApi`).
+    """
+    repo = hub.repo_id(target) if target.startswith(hub.HUB_PREFIX) else None
+    folder = Path(tempfile.mkdtemp(prefix="atomforge-export-")) if repo else Path(target)
+    files = write_export(folder, source, license_id, repo or folder.name)
+    if repo and not dry_run:
+        hub.upload(folder, repo, EXPORT_FILES, api, token, f"atomforge {__version__}: export of {source.source}")
+    return ExportResult(folder, repo, files, bool(repo) and not dry_run)
+
+
+def write_export(folder: Path, source: Pretrained, license_id: str, name: str) -> dict[str, int]:
+    """Write the three export files into `folder`; returns their sizes in bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in source.model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt", "atomforge_version": __version__,
+                                                           "weights": "ema" if source.ema else "model"})
+    config = export_config(source)
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    (folder / CARD_FILE).write_text(model_card(config, name, license_id, sum(v.numel() for v in state.values())))
+    return {f: (folder / f).stat().st_size for f in EXPORT_FILES}
+
+
+def export_config(source: Pretrained) -> dict[str, Any]:
+    """config.json: everything needed to rebuild and use the model, plus a training summary for the card."""
+    tasks = {name: task_record(spec, source.forces.get(name, "direct"), source.references.get(name, {"mode": "unrecorded"}))
+             for name, spec in source.specs.items()}
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "atomforge_version": __version__,
+            "model": source.model.config_dict(), "tasks": tasks, "weights": "ema" if source.ema else "model",
+            "source": source.source, "training": training_summary(source.meta)}
+
+
+def training_summary(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Data, objectives and metrics from a pretraining or fine-tuning config (what the card shows)."""
+    if meta.get("kind") == "finetune":
+        return {"kind": "finetune", "recipe": meta.get("name"), "data": meta.get("data", {}),
+                "target": meta.get("target", {}), "metrics": meta.get("metrics", {}),
+                "optim": meta.get("optim", {}), "pretrained_from": meta.get("pretrained_from"),
+                "pretraining": training_summary(meta["pretraining"]) if meta.get("pretraining") else None}
+    if meta.get("kind") in ("pretraining", "unknown"):  # already a summary: the meta of a loaded export
+        return {k: v for k, v in meta.items() if k != "export"}
+    tasks = (meta.get("data") or {}).get("tasks") or {}
+    objectives = {name: {k: _objective_name(v) if k == "objective" else v for k, v in (entry or {}).items() if k != "_type"}
+                  for name, entry in (meta.get("objectives") or {}).items()}
+    return {"kind": "pretraining" if meta else "unknown", "recipe": meta.get("name"),
+            "datasets": {t: (e or {}).get("url", "") for t, e in tasks.items()}, "objectives": objectives,
+            "max_steps": meta.get("max_steps"), "optim": meta.get("optim", {})}
+
+
+def _objective_name(value: Any) -> Any:
+    """A run record's objective {"_type": "atomforge...JMPSupervised", settings...} -> {"name": "JMPSupervised", settings...}."""
+    if isinstance(value, Mapping) and "_type" in value:
+        return {"name": str(value["_type"]).rsplit(".", 1)[-1], **{k: v for k, v in value.items() if k != "_type"}}
+    return value
+
+
+# ------------------------------------------------------------------ reading
+def read_config(folder: Path) -> dict[str, Any]:
+    """config.json of a local export folder, of any supported version, upgraded to the current layout."""
+    missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE) if not (folder / f).exists()]
+    if missing:
+        raise ValueError(f"{folder}: not an atomforge export (missing {', '.join(missing)})")
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    version = int(config.get("format_version", 0))
+    if config.get("format") != FORMAT or not 1 <= version <= FORMAT_VERSION:
+        raise ValueError(f"{folder / CONFIG_FILE}: format {config.get('format')!r} version {config.get('format_version')}; "
+                         f"this atomforge reads {FORMAT!r} versions 1..{FORMAT_VERSION} (upgrade atomforge)")
+    for step in range(version, FORMAT_VERSION):
+        config = UPGRADES[step](config)
+    return config
+
+
+def read_export(folder: Path, source: str) -> Pretrained:
+    """The model of a local export folder (safetensors + json only); `source`: the reference it came from."""
+    config = read_config(folder)
+    meta = {"export": config, **(config.get("training") or {})}
+    return restore(config["model"], load_file(str(folder / WEIGHTS_FILE)), config["tasks"],
+                   meta=meta, source=source, ema=config.get("weights") == "ema")
+
+
+def upgrade_v1(config: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 -> 2: version 1 did not record how linear references were obtained."""
+    tasks = {name: {"reference": {"mode": "unrecorded"}, **record} for name, record in config["tasks"].items()}
+    return {**config, "format_version": 2, "tasks": tasks}
+
+
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: upgrade_v1}
+
+
+def is_export(url: str) -> bool:
+    """True when `url` (local or fsspec) holds an export's weights and config.json."""
+    fs, root = filesystem(url)
+    return fs.exists(f"{root}/{WEIGHTS_FILE}") and fs.exists(f"{root}/{CONFIG_FILE}")
+
+
+def download(url: str, local: Path) -> Path:
+    """Copy an export folder (any fsspec URL) to a local folder."""
+    fs, root = filesystem(url)
+    local.mkdir(parents=True, exist_ok=True)
+    for name in EXPORT_FILES:
+        if fs.exists(f"{root}/{name}"):
+            fs.get(f"{root}/{name}", str(local / name))
+    return local
