@@ -34,7 +34,13 @@ from typing import Any
 
 import torch
 
-from atomforge.artifacts.pretrained import LEAST_SQUARES, read_task_records, reference_record, task_record
+from atomforge.artifacts.pretrained import (
+    LEAST_SQUARES,
+    read_task_records,
+    reference_record,
+    task_record,
+    with_model_statistics,
+)
 from atomforge.storage import filesystem
 
 FORMAT = "atomforge-checkpoint"
@@ -137,8 +143,7 @@ def task_records_from_config(config: Mapping[str, Any], model_json: Mapping[str,
                                      for t in model_json["tasks"]})
     stats = model_json["task_statistics"]
     forces = _forces_from_config(config, model_json["tasks"])
-    return {t: task_record(spec.with_statistics({**stats[t], "force_rms": stats[t]["force_std"]}), forces[t],
-                           _reference_from_config(config, t, stats[t]))
+    return {t: task_record(with_model_statistics(spec, stats[t]), forces[t], _reference_from_config(config, t, stats[t]))
             for t, spec in specs.items()}
 
 

@@ -94,6 +94,11 @@ def read_task_records(records: Mapping[str, Mapping[str, Any]]
     return specs, forces, references
 
 
+def with_model_statistics(spec: TaskSpec, stats: Mapping[str, Any]) -> TaskSpec:
+    """`spec` with one task's statistics from a model's config_dict (`task_statistics[name]`)."""
+    return spec.with_statistics({**stats, "force_rms": stats["force_std"]})
+
+
 def restore(model_config: Mapping[str, Any], weights: Mapping[str, torch.Tensor],
             records: Mapping[str, Mapping[str, Any]], **recorded: Any) -> Pretrained:
     """A Pretrained from a model config_dict, its state dict and its task records (statistics from the weights).
@@ -108,7 +113,6 @@ def restore(model_config: Mapping[str, Any], weights: Mapping[str, torch.Tensor]
     model.eval()
     specs, forces, references = read_task_records({t: records[t] for t in model.tasks})
     stats = model.config_dict()["task_statistics"]
-    for name, spec in specs.items():
-        specs[name] = spec.with_statistics({**stats[name], "force_rms": stats[name]["force_std"]})
+    specs = {name: with_model_statistics(spec, stats[name]) for name, spec in specs.items()}
     model.task_specs, model.force_modes = specs, forces
     return Pretrained(model, specs, forces, references, **recorded)
