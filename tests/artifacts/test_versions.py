@@ -58,6 +58,7 @@ def test_v1_checkpoint_reads_as_the_current_layout():
     assert set(read.state) == set(raw) | {"format", "format_version"}  # resume state untouched
     assert all(torch.equal(read.state["optimizer"]["state"][k]["exp_avg"], v["exp_avg"])
                for k, v in raw["optimizer"]["state"].items())
+    assert read.model["backbone"]["envelope"] == "basis"  # where version-1 backbones applied it
     oc20 = read.tasks["oc20"]  # inferred from the v1 run config, as the v1 loader did
     assert oc20["cutoff"] == 5.0 and oc20["max_neighbors"] == 20 and oc20["forces"] == "direct"
     assert oc20["linear_reference"] == {"1": -1.5, "6": -1.5, "8": -1.5}
@@ -67,7 +68,7 @@ def test_v1_checkpoint_reads_as_the_current_layout():
 
 def test_v1_export_reads_as_the_current_layout():
     config = read_config(FIXTURE / "export")
-    assert config["format_version"] == FORMAT_VERSION
+    assert config["format_version"] == FORMAT_VERSION and config["model"]["backbone"]["envelope"] == "basis"
     assert {t: r["reference"] for t, r in config["tasks"].items()} == dict.fromkeys(("oc20", "ani1x"), {"mode": "unrecorded"})
 
 
@@ -75,6 +76,7 @@ def test_v1_checkpoint_reexported_in_the_current_format_predicts_the_same(tmp_pa
     export(load_model(str(CHECKPOINT)), str(tmp_path / "export"))
     written = json.loads((tmp_path / "export" / "config.json").read_text())
     assert written["format_version"] == FORMAT_VERSION and written["tasks"]["ani1x"]["reference"]["mode"] == "fitted"
+    assert written["model"]["backbone"]["envelope"] == "basis"  # the old function travels with the weights
     assert_predicts(load_model(str(tmp_path / "export")).model, OLD["checkpoint_ema"])
 
 

@@ -16,7 +16,8 @@ directory is copied to the run's output here (`upload`), and found again by `lat
 
 Format versions (FORMAT_VERSION is the one written):
     1  atomforge up to commit 36cbadb: no version recorded, no tasks.json (task settings live only
-       in the run config: pretraining under data.tasks.<name>.spec, fine-tuning under task_specs).
+       in the run config: pretraining under data.tasks.<name>.spec, fine-tuning under task_specs),
+       backbones whose radial envelope multiplied the basis (read back with envelope="basis").
     2  state.pt records format and format_version; tasks.json holds every task's record.
 `read_checkpoint` reads every version up to FORMAT_VERSION: the files as written, then the upgrade
 of each version to the next (`UPGRADES[v]`, pure functions of the JSON and the state) until the
@@ -117,9 +118,16 @@ def _json(path: Path) -> Any:
 
 # ------------------------------------------------------------------ versions
 def upgrade_v1(checkpoint: Checkpoint) -> Checkpoint:
-    """Version 1 -> 2: record the version; task records inferred from the run config and model.json."""
+    """Version 1 -> 2: record the version; the backbone's envelope on its basis, as version-1 code
+    computed it (`models.radial.radial_features`); task records inferred from the run config."""
     state = {**checkpoint.state, "format": FORMAT, "format_version": 2}
-    return replace(checkpoint, state=state, tasks=task_records_from_config(checkpoint.config, checkpoint.model))
+    model = None if checkpoint.model is None else legacy_envelope(checkpoint.model)
+    return replace(checkpoint, state=state, model=model, tasks=task_records_from_config(checkpoint.config, model))
+
+
+def legacy_envelope(model_json: Mapping[str, Any]) -> dict[str, Any]:
+    """A version-1 model config_dict with the radial envelope where version-1 code applied it (the basis)."""
+    return {**model_json, "backbone": {"envelope": "basis", **model_json["backbone"]}}
 
 
 UPGRADES: dict[int, Callable[[Checkpoint], Checkpoint]] = {1: upgrade_v1}

@@ -12,7 +12,8 @@ An export folder holds exactly:
 `atomforge.hub`); `read_export` reads one back with safetensors and json only.
 
 Format versions (FORMAT_VERSION is the one written):
-    1  atomforge up to commit 36cbadb: task records without "reference".
+    1  atomforge up to commit 36cbadb: task records without "reference"; backbones whose radial
+       envelope multiplied the basis (read back with envelope="basis").
     2  every task record says how its linear reference was obtained ("reference").
 `read_config` reads every version up to FORMAT_VERSION and upgrades config.json one version at a
 time (`UPGRADES[v]`, v -> v+1), so callers only see the current layout. A newer version is refused.
@@ -31,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from atomforge import __version__, hub
 from atomforge.artifacts.card import model_card
+from atomforge.artifacts.checkpoint import legacy_envelope
 from atomforge.artifacts.pretrained import Pretrained, restore, task_record
 from atomforge.storage import filesystem
 
@@ -138,9 +140,10 @@ def read_export(folder: Path, source: str) -> Pretrained:
 
 
 def upgrade_v1(config: dict[str, Any]) -> dict[str, Any]:
-    """Version 1 -> 2: version 1 did not record how linear references were obtained."""
+    """Version 1 -> 2: version 1 did not record how linear references were obtained, and its
+    backbones applied the radial envelope to the basis (`checkpoint.legacy_envelope`)."""
     tasks = {name: {"reference": {"mode": "unrecorded"}, **record} for name, record in config["tasks"].items()}
-    return {**config, "format_version": 2, "tasks": tasks}
+    return {**config, "format_version": 2, "model": legacy_envelope(config["model"]), "tasks": tasks}
 
 
 UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: upgrade_v1}

@@ -13,7 +13,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from atomforge.models.backbone import NUM_ATOM_TYPES, Backbone, BackboneInputs, NodeFeatures
 from atomforge.models.hooks import AdaptiveLayerNorm, vector_harmonics
-from atomforge.models.radial import BesselBasis, polynomial_envelope, safe_norm
+from atomforge.models.radial import ENVELOPES, BesselBasis, polynomial_envelope, radial_features, safe_norm
 
 
 @dataclass(frozen=True)
@@ -30,10 +30,13 @@ class EquivariantConfig:
     cutoff: float = 5.0
     condition_dim: int = 64
     avg_neighbors: float = 16.0
+    envelope: str = "filter"  # radial.ENVELOPES; "basis" reproduces models saved before 66ec29b
 
     def __post_init__(self) -> None:
         if self.l_max < 2:
             raise ValueError(f"EquivariantConfig.l_max must be >= 2, got {self.l_max}")
+        if self.envelope not in ENVELOPES:
+            raise ValueError(f"EquivariantConfig.envelope must be one of {ENVELOPES}, got {self.envelope!r}")
         for name in ("scalars", "vectors", "higher", "num_layers", "num_basis", "radial_hidden", "cutoff"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"EquivariantConfig.{name} must be positive, got {getattr(self, name)}")
@@ -121,7 +124,7 @@ class EquivariantBackbone(Backbone):
             x = x + self.encode(vector_harmonics(inputs.vector_input.to(x.dtype), self.config.l_max))
         r = safe_norm(inputs.edge_vec)
         edge_sh = o3.spherical_harmonics(self.irreps_sh, inputs.edge_vec / r.unsqueeze(-1), normalize=False, normalization="component")
-        rbf, envelope = self.rbf(r), polynomial_envelope(r, self.cutoff)
+        rbf, envelope = radial_features(self.rbf(r), polynomial_envelope(r, self.cutoff), self.config.envelope)
         for layer in self.layers:
             x = layer(x, edge_sh, rbf, envelope, inputs.edge_index, inputs.condition, inputs.graph)
         f0, f1 = self.config.scalars, self.config.vectors

@@ -10,7 +10,7 @@ from torch import nn
 
 from atomforge.models.backbone import NUM_ATOM_TYPES, Backbone, BackboneInputs, NodeFeatures
 from atomforge.models.hooks import AdaptiveLayerNorm, vector_harmonics
-from atomforge.models.radial import BesselBasis, polynomial_envelope, safe_norm
+from atomforge.models.radial import ENVELOPES, BesselBasis, polynomial_envelope, radial_features, safe_norm
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,14 @@ class PaiNNConfig:
     cutoff: float = 6.0
     condition_dim: int = 64
     avg_neighbors: float = 16.0  # messages are summed then divided by sqrt(avg_neighbors)
+    envelope: str = "filter"  # radial.ENVELOPES; "basis" reproduces models saved before 66ec29b
 
     def __post_init__(self) -> None:
         for name in ("hidden", "num_layers", "num_basis", "cutoff", "avg_neighbors"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"PaiNNConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.envelope not in ENVELOPES:
+            raise ValueError(f"PaiNNConfig.envelope must be one of {ENVELOPES}, got {self.envelope!r}")
         if self.condition_dim < 0:
             raise ValueError(f"PaiNNConfig.condition_dim must be >= 0, got {self.condition_dim}")
 
@@ -120,7 +123,7 @@ class PaiNN(Backbone):
             v = v + self.encode_l1(harmonics[:, 1:4].unsqueeze(-1))
         r = safe_norm(inputs.edge_vec)
         rbf, unit = self.rbf(r), inputs.edge_vec / r.unsqueeze(-1)
-        envelope = polynomial_envelope(r, self.cutoff)
+        rbf, envelope = radial_features(rbf, polynomial_envelope(r, self.cutoff), self.config.envelope)
         for message, update in zip(self.messages, self.updates):
             s, v = message(s, v, rbf, envelope, unit, inputs.edge_index, inputs.condition, inputs.graph)
             s, v = update(s, v)

@@ -14,6 +14,18 @@ import math
 import torch
 from torch import nn
 
+ENVELOPES = ("filter", "basis")  # where the envelope acts; "basis" only to read models made before 66ec29b
+
+
+def radial_features(rbf: torch.Tensor, envelope: torch.Tensor, placement: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(basis, envelope) as a backbone applies them: for "filter" unchanged (envelope after the learned map);
+    for "basis" the envelope moves onto the basis and the map's output is not enveloped, which is how
+    atomforge computed until commit 66ec29b (energy discontinuous at the cutoff), so that models saved
+    then predict what they predicted. rbf (E, B), envelope (E,)."""
+    if placement == "basis":
+        return rbf * envelope.unsqueeze(-1), torch.ones_like(envelope)
+    return rbf, envelope
+
 
 def polynomial_envelope(r: torch.Tensor, cutoff: float, p: int = 6) -> torch.Tensor:
     """DimeNet's envelope u(r/c) (E,): 1 at r=0; at r=c it and its first two derivatives are 0; 0 beyond."""
