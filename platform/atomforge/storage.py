@@ -17,7 +17,8 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import fsspec
@@ -97,6 +98,16 @@ def exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
     """Whether `path` exists, retried; never served from a stale listing cache."""
     fs.invalidate_cache(path)
     return retry(lambda: fs.exists(path), f"stat {path}")
+
+
+def download_files(url: str, names: Sequence[str], local: Path) -> Path:
+    """Copy the files `names` of the folder at `url` (any fsspec URL) that exist into the local folder `local`."""
+    fs, root = filesystem(url)
+    local.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if exists(fs, f"{root}/{name}"):
+            retry(lambda name=name: fs.get(f"{root}/{name}", str(local / name)), f"download {root}/{name}")
+    return local
 
 
 def _is_object_store(fs: fsspec.AbstractFileSystem) -> bool:

@@ -37,12 +37,13 @@ import torch
 
 from atomforge.artifacts.pretrained import (
     LEAST_SQUARES,
+    legacy_envelope,
     read_task_records,
     reference_record,
     task_record,
     with_model_statistics,
 )
-from atomforge.storage import filesystem
+from atomforge.storage import download_files, filesystem
 
 FORMAT = "atomforge-checkpoint"
 FORMAT_VERSION = 2
@@ -125,11 +126,6 @@ def upgrade_v1(checkpoint: Checkpoint) -> Checkpoint:
     return replace(checkpoint, state=state, model=model, tasks=task_records_from_config(checkpoint.config, model))
 
 
-def legacy_envelope(model_json: Mapping[str, Any]) -> dict[str, Any]:
-    """A version-1 model config_dict with the radial envelope where version-1 code applied it (the basis)."""
-    return {**model_json, "backbone": {"envelope": "basis", **model_json["backbone"]}}
-
-
 UPGRADES: dict[int, Callable[[Checkpoint], Checkpoint]] = {1: upgrade_v1}
 
 
@@ -209,12 +205,7 @@ def is_checkpoint(url: str) -> bool:
 
 def download(url: str, local: Path) -> Path:
     """Copy a checkpoint directory (any fsspec URL) to a local folder."""
-    fs, root = filesystem(url)
-    local.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        if fs.exists(f"{root}/{name}"):
-            fs.get(f"{root}/{name}", str(local / name))
-    return local
+    return download_files(url, FILES, local)
 
 
 def upload(local: Path, output: str, name: str, num_to_keep: int) -> None:

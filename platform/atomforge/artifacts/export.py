@@ -32,9 +32,8 @@ from safetensors.torch import load_file, save_file
 
 from atomforge import __version__, hub
 from atomforge.artifacts.card import model_card
-from atomforge.artifacts.checkpoint import legacy_envelope
-from atomforge.artifacts.pretrained import Pretrained, restore, task_record
-from atomforge.storage import filesystem
+from atomforge.artifacts.pretrained import Pretrained, legacy_envelope, restore, task_record
+from atomforge.storage import download_files, filesystem
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -141,7 +140,7 @@ def read_export(folder: Path, source: str) -> Pretrained:
 
 def upgrade_v1(config: dict[str, Any]) -> dict[str, Any]:
     """Version 1 -> 2: version 1 did not record how linear references were obtained, and its
-    backbones applied the radial envelope to the basis (`checkpoint.legacy_envelope`)."""
+    backbones applied the radial envelope to the basis (`pretrained.legacy_envelope`)."""
     tasks = {name: {"reference": {"mode": "unrecorded"}, **record} for name, record in config["tasks"].items()}
     return {**config, "format_version": 2, "model": legacy_envelope(config["model"]), "tasks": tasks}
 
@@ -157,9 +156,4 @@ def is_export(url: str) -> bool:
 
 def download(url: str, local: Path) -> Path:
     """Copy an export folder (any fsspec URL) to a local folder."""
-    fs, root = filesystem(url)
-    local.mkdir(parents=True, exist_ok=True)
-    for name in EXPORT_FILES:
-        if fs.exists(f"{root}/{name}"):
-            fs.get(f"{root}/{name}", str(local / name))
-    return local
+    return download_files(url, EXPORT_FILES, local)

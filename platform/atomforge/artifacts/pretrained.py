@@ -99,6 +99,12 @@ def with_model_statistics(spec: TaskSpec, stats: Mapping[str, Any]) -> TaskSpec:
     return spec.with_statistics({**stats, "force_rms": stats["force_std"]})
 
 
+def legacy_envelope(model_json: Mapping[str, Any]) -> dict[str, Any]:
+    """A version-1 model config_dict with the radial envelope where version-1 code applied it (the basis;
+    `models.radial.radial_features`)."""
+    return {**model_json, "backbone": {"envelope": "basis", **model_json["backbone"]}}
+
+
 def restore(model_config: Mapping[str, Any], weights: Mapping[str, torch.Tensor],
             records: Mapping[str, Mapping[str, Any]], **recorded: Any) -> Pretrained:
     """A Pretrained from a model config_dict, its state dict and its task records (statistics from the weights).
