@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from atomforge.artifacts import checkpoint as ckpt
-from atomforge.artifacts.export import FORMAT_VERSION, export, read_config
+from atomforge.artifacts.export import FORMAT_VERSION, export, read_files
 from atomforge.artifacts.reference import load_model
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "artifacts_v1"
@@ -55,7 +55,10 @@ def test_v1_checkpoint_reads_as_the_current_layout():
     read = ckpt.read_checkpoint(CHECKPOINT)
     assert read.written_version == 1 and read.state["format_version"] == ckpt.FORMAT_VERSION
     raw = torch.load(CHECKPOINT / ckpt.STATE_FILE, weights_only=True)
-    assert set(read.state) == set(raw) | {"format", "format_version"}  # resume state untouched
+    assert set(read.state) == set(raw) | {"format", "format_version"}
+    assert all(torch.equal(read.state["model"][k], v) for k, v in raw["model"].items())  # every weight as written
+    added = set(read.state["model"]) - set(raw["model"])  # parameters added since, at their initial values
+    assert added == {"embedding_head.pooled_norm.weight", "embedding_head.pooled_norm.bias"}
     assert all(torch.equal(read.state["optimizer"]["state"][k]["exp_avg"], v["exp_avg"])
                for k, v in raw["optimizer"]["state"].items())
     assert read.model["backbone"]["envelope"] == "basis"  # where version-1 backbones applied it
@@ -67,7 +70,7 @@ def test_v1_checkpoint_reads_as_the_current_layout():
 
 
 def test_v1_export_reads_as_the_current_layout():
-    config = read_config(FIXTURE / "export")
+    config, weights = read_files(FIXTURE / "export")
     assert config["format_version"] == FORMAT_VERSION and config["model"]["backbone"]["envelope"] == "basis"
     assert {t: r["reference"] for t, r in config["tasks"].items()} == dict.fromkeys(("oc20", "ani1x"), {"mode": "unrecorded"})
 

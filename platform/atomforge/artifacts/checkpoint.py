@@ -17,7 +17,8 @@ directory is copied to the run's output here (`upload`), and found again by `lat
 Format versions (FORMAT_VERSION is the one written):
     1  atomforge up to commit 36cbadb: no version recorded, no tasks.json (task settings live only
        in the run config: pretraining under data.tasks.<name>.spec, fine-tuning under task_specs),
-       backbones whose radial envelope multiplied the basis (read back with envelope="basis").
+       models whose radial envelope multiplied the basis and whose energy mean was added per
+       structure (read back with envelope="basis", mean_reference="structure": `pretrained.legacy_model`).
     2  state.pt records format and format_version; tasks.json holds every task's record.
 `read_checkpoint` reads every version up to FORMAT_VERSION: the files as written, then the upgrade
 of each version to the next (`UPGRADES[v]`, pure functions of the JSON and the state) until the
@@ -37,7 +38,8 @@ import torch
 
 from atomforge.artifacts.pretrained import (
     LEAST_SQUARES,
-    legacy_envelope,
+    legacy_model,
+    legacy_weights,
     read_task_records,
     reference_record,
     task_record,
@@ -119,10 +121,14 @@ def _json(path: Path) -> Any:
 
 # ------------------------------------------------------------------ versions
 def upgrade_v1(checkpoint: Checkpoint) -> Checkpoint:
-    """Version 1 -> 2: record the version; the backbone's envelope on its basis, as version-1 code
-    computed it (`models.radial.radial_features`); task records inferred from the run config."""
-    state = {**checkpoint.state, "format": FORMAT, "format_version": 2}
-    model = None if checkpoint.model is None else legacy_envelope(checkpoint.model)
+    """Version 1 -> 2: record the version; the model and weights as version-1 code computed them
+    (`legacy_model`, `legacy_weights`); task records inferred from the run config. The optimizer
+    state is kept as written: it has no entries for parameters added since version 1, so a
+    version-1 checkpoint restores a model (fine-tuning, export, calculator), not a resumed run."""
+    state = {**checkpoint.state, "format": FORMAT, "format_version": 2, "model": legacy_weights(checkpoint.state["model"])}
+    if checkpoint.state.get("ema") is not None:
+        state["ema"] = legacy_weights(checkpoint.state["ema"], prefix="module.")
+    model = None if checkpoint.model is None else legacy_model(checkpoint.model)
     return replace(checkpoint, state=state, model=model, tasks=task_records_from_config(checkpoint.config, model))
 
 

@@ -13,10 +13,12 @@ An export folder holds exactly:
 
 Format versions (FORMAT_VERSION is the one written):
     1  atomforge up to commit 36cbadb: task records without "reference"; backbones whose radial
-       envelope multiplied the basis (read back with envelope="basis").
+       envelope multiplied the basis and whose energy mean was added per structure (read back with
+       envelope="basis", mean_reference="structure": `pretrained.legacy_model`).
     2  every task record says how its linear reference was obtained ("reference").
-`read_config` reads every version up to FORMAT_VERSION and upgrades config.json one version at a
-time (`UPGRADES[v]`, v -> v+1), so callers only see the current layout. A newer version is refused.
+`read_files` reads every version up to FORMAT_VERSION and upgrades config.json and the weights one
+version at a time (`UPGRADES[v]`, v -> v+1), so callers only see the current layout. A newer
+version is refused.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from atomforge import __version__, hub
 from atomforge.artifacts.card import model_card
-from atomforge.artifacts.pretrained import Pretrained, legacy_envelope, restore, task_record
+from atomforge.artifacts.pretrained import Pretrained, legacy_model, legacy_weights, restore, task_record
 from atomforge.storage import download_files, filesystem
 
 WEIGHTS_FILE = "model.safetensors"
@@ -115,8 +118,8 @@ def _objective_name(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------ reading
-def read_config(folder: Path) -> dict[str, Any]:
-    """config.json of a local export folder, of any supported version, upgraded to the current layout."""
+def read_files(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(config.json, weights) of a local export folder of any supported version, upgraded to the current layout."""
     missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE) if not (folder / f).exists()]
     if missing:
         raise ValueError(f"{folder}: not an atomforge export (missing {', '.join(missing)})")
@@ -125,27 +128,29 @@ def read_config(folder: Path) -> dict[str, Any]:
     if config.get("format") != FORMAT or not 1 <= version <= FORMAT_VERSION:
         raise ValueError(f"{folder / CONFIG_FILE}: format {config.get('format')!r} version {config.get('format_version')}; "
                          f"this atomforge reads {FORMAT!r} versions 1..{FORMAT_VERSION} (upgrade atomforge)")
+    weights = load_file(str(folder / WEIGHTS_FILE))
     for step in range(version, FORMAT_VERSION):
-        config = UPGRADES[step](config)
-    return config
+        config, weights = UPGRADES[step](config, weights)
+    return config, weights
 
 
 def read_export(folder: Path, source: str) -> Pretrained:
     """The model of a local export folder (safetensors + json only); `source`: the reference it came from."""
-    config = read_config(folder)
+    config, weights = read_files(folder)
     meta = {"export": config, **(config.get("training") or {})}
-    return restore(config["model"], load_file(str(folder / WEIGHTS_FILE)), config["tasks"],
-                   meta=meta, source=source, ema=config.get("weights") == "ema")
+    return restore(config["model"], weights, config["tasks"], meta=meta, source=source, ema=config.get("weights") == "ema")
 
 
-def upgrade_v1(config: dict[str, Any]) -> dict[str, Any]:
-    """Version 1 -> 2: version 1 did not record how linear references were obtained, and its
-    backbones applied the radial envelope to the basis (`pretrained.legacy_envelope`)."""
-    tasks = {name: {"reference": {"mode": "unrecorded"}, **record} for name, record in config["tasks"].items()}
-    return {**config, "format_version": 2, "model": legacy_envelope(config["model"]), "tasks": tasks}
+def upgrade_v1(config: dict[str, Any], weights: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Version 1 -> 2: version 1 did not record how linear references were obtained; its model and
+    weights are made explicit as version-1 code computed them (`pretrained.legacy_model`, `legacy_weights`)."""
+    tasks = {name: {"reference": {"mode": "unrecorded"}, "mean_reference": "structure", **record}
+             for name, record in config["tasks"].items()}
+    return {**config, "format_version": 2, "model": legacy_model(config["model"]), "tasks": tasks}, legacy_weights(weights)
 
 
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: upgrade_v1}
+Upgrade = Callable[[dict[str, Any], dict[str, torch.Tensor]], tuple[dict[str, Any], dict[str, torch.Tensor]]]
+UPGRADES: dict[int, Upgrade] = {1: upgrade_v1}
 
 
 def is_export(url: str) -> bool:

@@ -88,6 +88,8 @@ def read_task_records(records: Mapping[str, Mapping[str, Any]]
     for name, record in records.items():
         fields = {k: v for k, v in record.items() if k in _SPEC_FIELDS}
         fields["linear_reference"] = {int(z): float(v) for z, v in record.get("linear_reference", {}).items()}
+        if fields.get("labels") is not None:
+            fields["labels"] = tuple(fields["labels"])  # a JSON list
         specs[name] = TaskSpec(name, **fields)
         forces[name] = str(record.get("forces", "direct"))
         references[name] = reference_record(**record.get("reference", {"mode": "unrecorded"}))
@@ -96,13 +98,31 @@ def read_task_records(records: Mapping[str, Mapping[str, Any]]
 
 def with_model_statistics(spec: TaskSpec, stats: Mapping[str, Any]) -> TaskSpec:
     """`spec` with one task's statistics from a model's config_dict (`task_statistics[name]`)."""
-    return spec.with_statistics({**stats, "force_rms": stats["force_std"]})
+    return dataclasses.replace(
+        spec, energy_mean=float(stats["energy_mean"]), energy_std=float(stats["energy_std"]),
+        force_std=float(stats["force_std"]), mean_reference=stats["mean_reference"],
+        linear_reference={int(z): float(v) for z, v in stats["linear_reference"].items()})
 
 
-def legacy_envelope(model_json: Mapping[str, Any]) -> dict[str, Any]:
-    """A version-1 model config_dict with the radial envelope where version-1 code applied it (the basis;
-    `models.radial.radial_features`)."""
-    return {**model_json, "backbone": {"envelope": "basis", **model_json["backbone"]}}
+def legacy_model(model_json: Mapping[str, Any]) -> dict[str, Any]:
+    """A version-1 model config_dict with what version-1 code computed made explicit: the radial
+    envelope on the basis (`models.radial.radial_features`) and each task's energy mean added once
+    per structure (`TaskSpec.mean_reference`)."""
+    stats = {t: {"mean_reference": "structure", **s} for t, s in model_json["task_statistics"].items()}
+    return {**model_json, "backbone": {"envelope": "basis", **model_json["backbone"]}, "task_statistics": stats}
+
+
+def legacy_weights(weights: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """Version-1 weights (keys under `prefix`) with the parameters added since at their initial values:
+    the graph embedding head's LayerNorm after pooling (1ac9e83) as weight 1, bias 0. Only SCD's
+    condition passes through it (energies, forces and stresses never do); the old head had no norm
+    there, so a version-1 model's graph embedding is now the normalised one."""
+    out = dict(weights)
+    graph, norm = f"{prefix}embedding_head.graph.0.weight", f"{prefix}embedding_head.pooled_norm"
+    if graph in out and f"{norm}.weight" not in out:
+        dim, dtype = out[graph].shape[1], out[graph].dtype
+        out[f"{norm}.weight"], out[f"{norm}.bias"] = torch.ones(dim, dtype=dtype), torch.zeros(dim, dtype=dtype)
+    return out
 
 
 def restore(model_config: Mapping[str, Any], weights: Mapping[str, torch.Tensor],
