@@ -1,39 +1,48 @@
-"""Training loader throughput (structures/s, atoms/s) vs the model's consumption rate.
+"""Training data path throughput: the shard loader against the row path it replaced, workers, S3, models.
 
-    python benchmarks/loader.py [--json bench_out/loader.json] [--structures N]
+    python benchmarks/loader.py [--json bench_out/loader.json] [--structures N] [--repeats R]
 
-Same OC20-like shards (periodic, 24-64 atoms, 6 Å graphs, K_store 40) read by:
-  stream/local      the training loader (training.streams.TaskStream) from local Parquet
-  stream/s3         the same from a SeaweedFS S3 endpoint on 127.0.0.1 (skipped without `weed`)
-  webdataset        shards.torch_iterable over WebDataset tars (local)
-  ray_data          Ray Data read_parquet (shards.ray_dataset) iter_rows on a local Ray
-  dataloader        plain torch DataLoader over the Parquet files (pyarrow, no Ray)
-each to rows, and rows -> PyG batches (`+collate`: what a worker does per step). The model rate
-is PaiNN tiny/small forward + backward of the JMP objective on the same batches (1 thread).
+Same OC20-like shards (periodic, 24-64 atoms, 6 Å graphs stored with 0.5 Å skin and K_store 40,
+re-filtered to K = 30; 250-row Parquet shards with a real manifest), one epoch of N structures in
+batches of 512 atoms, arms interleaved in each of R repeats (best and median reported):
+  rows+collate   the path training used before the loader: pyarrow `to_pylist()` rows, then
+                 `atomforge.collate` per batch (Structure validation, per-row re-filter, PyG batching)
+  loader/w0      `open_shards(url).loader(...)`, built in this process (its decoder thread included)
+  loader/w1, w2  the same with 1 and 2 builder processes (torch DataLoader workers)
+  loader/s3      loader/w0 reading the shards from SeaweedFS S3 on 127.0.0.1 (skipped without `weed`)
+Rates are structures per wall second and per CPU second (this process and its workers: the
+per-core figure). The model rates are PaiNN tiny/small forward + backward of the JMP objective on
+the loader's batches; `train/*` is a training loop (PaiNN-tiny, AdamW) fed by the loader, split
+into the time spent waiting for the next batch and the time of the step itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import resource
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
+from atomforge.batch import atom_budget_batches, collate
 from atomforge.graph import neighbor_graph
-from atomforge.pipeline.formats import encode_parquet, encode_webdataset
-from atomforge.schema import Structure, to_row
+from atomforge.pipeline.formats import encode_parquet
+from atomforge.schema import SCHEMA_VERSION, Structure, to_row
 from atomforge.shards import open_shards
 from atomforge.storage import filesystem
 from atomforge.tasks import TaskSpec
-from atomforge.training.data import open_source, to_batch
-from atomforge.training.streams import TaskStream
 
 MAX_ATOMS = 512  # atoms per batch
 SHARD_ROWS = 250
+CUTOFF, K = 6.0, 30
 
 
 def oc20_like(index: int, rng: np.random.Generator) -> Structure:
@@ -47,93 +56,99 @@ def oc20_like(index: int, rng: np.random.Generator) -> Structure:
 
 
 def write_dataset(root: Path, num: int) -> str:
-    """Parquet + WebDataset shards and a manifest (the pipeline's layout) for `num` structures."""
+    """Parquet shards and a manifest (schema version, sizes, sha256, graph) for `num` structures."""
     rng = np.random.default_rng(0)
-    rows = [to_row(s, neighbor_graph(s, 6.0, 40, skin=0.5), split="train") for s in (oc20_like(i, rng) for i in range(num))]
+    rows = [to_row(s, neighbor_graph(s, CUTOFF, 40, skin=0.5), split="train") for s in (oc20_like(i, rng) for i in range(num))]
     shards = []
     for part, start in enumerate(range(0, num, SHARD_ROWS)):
-        chunk = rows[start:start + SHARD_ROWS]
-        for fmt, encode, ext in (("parquet", encode_parquet, ".parquet"), ("webdataset", encode_webdataset, ".tar")):
-            rel = f"v-bench/train/oc20-{part:04d}{ext}"
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_bytes(encode(chunk))
-            shards.append({"path": rel, "format": fmt, "split": "train", "datasets": ["oc20"], "rows": len(chunk)})
-    manifest = {"formats": ["parquet", "webdataset"], "shards": shards, "statistics": {},
-                "graph": {"cutoff": 6.0, "skin": 0.5, "max_neighbors": 30, "k_store": 40}}
+        data = encode_parquet(rows[start:start + SHARD_ROWS])
+        rel = f"v-bench/train/oc20-{part:04d}.parquet"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+        shards.append({"path": rel, "format": "parquet", "split": "train", "datasets": ["oc20"],
+                       "rows": len(rows[start:start + SHARD_ROWS]), "bytes": len(data),
+                       "sha256": hashlib.sha256(data).hexdigest()})
+    manifest = {"schema_version": SCHEMA_VERSION, "formats": ["parquet"], "shards": shards, "statistics": {},
+                "graph": {"cutoff": CUTOFF, "skin": 0.5, "storage_radius": CUTOFF + 0.5, "max_neighbors": K,
+                          "k_store": 40, "tie_rule": "strict"}}
     (root / "manifest.json").write_text(json.dumps(manifest))
     return str(root)
 
 
-def timed(rows_iter, num: int, collate: bool) -> dict:
-    spec = {"oc20": TaskSpec("oc20", cutoff=6.0, max_neighbors=30)}
-    start, atoms, batch, count = time.perf_counter(), 0, [], 0
-    for row in rows_iter:
-        atoms += int(row["num_atoms"])
-        count += 1
-        if collate:
-            batch.append(("oc20", row))
-            if sum(int(r["num_atoms"]) for _, r in batch) >= MAX_ATOMS:
-                to_batch(batch, spec, {"oc20": 0})
-                batch = []
-        if count >= num:
-            break
-    seconds = time.perf_counter() - start
-    return {"structures_per_s": count / seconds, "atoms_per_s": atoms / seconds, "structures": count}
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (DataLoader workers are joined at the end)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def stream_rows(url: str):
-    source = open_source("oc20", url)
-    fs, _ = filesystem(url)
-    return iter(TaskStream(fs, source.files["train"], seed=0, task_index=0, chunk_rows=256, shuffle_rows=1024))
+def timed(batches) -> dict:
+    wall, cpu, structures = time.perf_counter(), cpu_seconds(), 0
+    for batch in batches:
+        structures += batch.num_graphs
+    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    return {"structures": structures, "structures_per_s": structures / wall, "structures_per_cpu_s": structures / cpu}
 
 
-def dataloader_rows(url: str):
-    import pyarrow.parquet as pq
-    from torch.utils.data import DataLoader, IterableDataset
-
-    paths = open_shards(url).paths("train")
-
-    class Rows(IterableDataset):
-        def __iter__(self):
-            for path in paths:
-                yield from pq.read_table(path).to_pylist()
-
-    return iter(DataLoader(Rows(), batch_size=None, collate_fn=lambda row: row))  # rows as they are
+def row_path(url: str):
+    """Before the loader: Parquet rows as dicts, batched by atoms, collated row by row."""
+    for path in open_shards(url).paths("train"):
+        rows = pq.read_table(path).to_pylist()
+        for batch in atom_budget_batches(rows, MAX_ATOMS):
+            yield collate(batch, CUTOFF, K)
 
 
-def ray_rows(url: str):
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    return open_shards(url).ray_dataset("train").iter_rows()
+def loader(url: str, workers: int, storage_options=None):
+    return open_shards(url, storage_options).loader("train", max_atoms=MAX_ATOMS, num_workers=workers, seed=0)
 
 
-def model_rate(url: str, config_name: str, num_batches: int = 6) -> dict:
+def model_step(name: str):
     from atomforge.models.painn import PaiNNConfig
     from atomforge.objectives import JMPSupervised, ObjectiveContext, ObjectiveMix
     from atomforge.training.runtime import build_model
 
-    spec = {"oc20": TaskSpec("oc20", cutoff=6.0, max_neighbors=30)}
-    model = build_model(getattr(PaiNNConfig, config_name)(), spec)
+    spec = {"oc20": TaskSpec("oc20", cutoff=CUTOFF, max_neighbors=K)}
+    model = build_model(getattr(PaiNNConfig, name)(), spec)
     mix = ObjectiveMix([(JMPSupervised(), 1.0)], model)
-    rows, batches = stream_rows(url), []
-    for _ in range(num_batches + 1):
-        items, total = [], 0
-        while total < MAX_ATOMS:
-            row = next(rows)
-            items.append(("oc20", row))
-            total += int(row["num_atoms"])
-        batches.append(to_batch(items, spec, {"oc20": 0}))
     ctx = ObjectiveContext(torch.Generator().manual_seed(0), spec, ("oc20",))
-    mix.run(model, batches[0], ctx).loss.backward()  # warm-up
-    start, structures, atoms = time.perf_counter(), 0, 0
-    for batch in batches[1:]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step(batch) -> None:
+        optimizer.zero_grad()
         mix.run(model, batch, ctx).loss.backward()
-        structures += batch.num_graphs
-        atoms += batch.num_nodes
+        optimizer.step()
+
+    return step
+
+
+def model_rate(url: str, name: str, num_batches: int) -> dict:
+    step, batches = model_step(name), []
+    for batch in loader(url, 0):
+        batches.append(batch)
+        if len(batches) > num_batches:
+            break
+    step(batches[0])  # warm-up
+    start = time.perf_counter()
+    for batch in batches[1:]:
+        step(batch)
     seconds = time.perf_counter() - start
-    return {"structures_per_s": structures / seconds, "atoms_per_s": atoms / seconds, "structures": structures}
+    structures = sum(b.num_graphs for b in batches[1:])
+    return {"structures": structures, "structures_per_s": structures / seconds}
+
+
+def training_split(url: str, workers: int, num_batches: int) -> dict:
+    """Seconds waiting for the next batch vs in the step, for PaiNN-tiny fed by the loader."""
+    step = model_step("tiny")
+    waiting = stepping = 0.0
+    it = iter(open_shards(url).loader("train", max_atoms=MAX_ATOMS, num_workers=workers, epochs=None))
+    step(next(it))  # warm-up (and the workers' start)
+    for _ in range(num_batches):
+        start = time.perf_counter()
+        batch = next(it)
+        middle = time.perf_counter()
+        step(batch)
+        waiting, stepping = waiting + middle - start, stepping + time.perf_counter() - middle
+    it.close()
+    return {"wait_s": waiting, "step_s": stepping, "wait_fraction": waiting / (waiting + stepping)}
 
 
 def with_s3(local: str, work: Path):
@@ -142,50 +157,84 @@ def with_s3(local: str, work: Path):
 
     binary = weed_binary()
     if binary is None:
-        return None, None
+        return None, None, None
     server = SeaweedServer(work / "seaweed", binary).start()
-    import os
-
     os.environ.update(AWS_ENDPOINT_URL_S3=server.endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                       AWS_DEFAULT_REGION="us-east-1")
     fs, _ = filesystem("s3://bench")
     fs.mkdir("bench")
     fs.put(local, "bench/oc20", recursive=True)
-    return server, "s3://bench/oc20"
+    return server, "s3://bench/oc20", None
+
+
+def summarise(runs: list[dict]) -> dict:
+    out = {"structures": runs[0]["structures"]}
+    for key in ("structures_per_s", "structures_per_cpu_s"):
+        if key in runs[0]:
+            values = [r[key] for r in runs]
+            out[key] = max(values)
+            out[key.replace("per", "median_per", 1)] = statistics.median(values)
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--structures", type=int, default=1500)
+    parser.add_argument("--structures", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="atomforge-loader-bench-"))
     url = write_dataset(work / "oc20", args.structures)
-    n = args.structures
-    results: dict[str, dict] = {}
-    readers = {"stream/local": lambda: stream_rows(url), "webdataset": lambda: open_shards(url).torch_iterable("train"),
-               "dataloader": lambda: dataloader_rows(url), "ray_data": lambda: ray_rows(url)}
-    server, s3_url = with_s3(url, work)
+    arms = {"rows+collate": lambda: row_path(url), "loader/w0": lambda: loader(url, 0),
+            "loader/w1": lambda: loader(url, 1), "loader/w2": lambda: loader(url, 2)}
+    server, s3_url, options = with_s3(url, work)
     if server is not None:
-        readers["stream/s3"] = lambda: stream_rows(s3_url)
+        arms["loader/s3"] = lambda: loader(s3_url, 0, options)
+    runs: dict[str, list[dict]] = {name: [] for name in arms}
     try:
-        for collate in (False, True):
-            for name, make in readers.items():  # best of two passes: the first pays imports and caches
-                runs = [timed(make(), n, collate) for _ in range(2)]
-                results[name + ("+collate" if collate else "")] = max(runs, key=lambda r: r["structures_per_s"])
+        timed(loader(url, 0))  # warm-up: imports, page cache
+        for _ in range(args.repeats):
+            for name, make in arms.items():
+                runs[name].append(timed(make()))
     finally:
         if server is not None:
             server.stop()
+    results = {name: summarise(r) for name, r in runs.items()}
     for name in ("tiny", "small"):
-        results[f"model PaiNN-{name} fwd+bwd"] = model_rate(url, name)
-    print(f"{'reader':32s} {'structures/s':>14s} {'atoms/s':>12s}")
-    for name, r in results.items():
-        print(f"{name:32s} {r['structures_per_s']:14.1f} {r['atoms_per_s']:12.0f}")
+        results[f"model PaiNN-{name} fwd+bwd"] = model_rate(url, name, 8 if name == "tiny" else 3)
+    splits = {f"train/w{w}": training_split(url, w, 30) for w in (0, 1)}
+    report(results, splits, args.structures)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"structures": n, "max_atoms": MAX_ATOMS, "results": results}, indent=1))
+        args.json.write_text(json.dumps({"structures": args.structures, "max_atoms": MAX_ATOMS, "results": results,
+                                         "training": splits, "ratios": ratios(results)}, indent=1))
     return 0
+
+
+def ratios(results: dict) -> dict:
+    rate = {name: r["structures_per_s"] for name, r in results.items()}
+    out = {"loader/w0 / rows+collate (per CPU s)": results["loader/w0"]["structures_per_cpu_s"]
+           / results["rows+collate"]["structures_per_cpu_s"],
+           "loader/w0 / PaiNN-tiny": rate["loader/w0"] / rate["model PaiNN-tiny fwd+bwd"],
+           "loader/w2 / loader/w1": rate["loader/w2"] / rate["loader/w1"]}
+    if "loader/s3" in rate:
+        out["loader/w0 / loader/s3"] = rate["loader/w0"] / rate["loader/s3"]
+    return out
+
+
+def report(results: dict, splits: dict, structures: int) -> None:
+    print(f"{structures} OC20-like structures, batches of {MAX_ATOMS} atoms, best (median) of the repeats")
+    print(f"{'arm':28s} {'structures/s':>22s} {'structures/CPU s':>22s}")
+    for name, r in results.items():
+        wall = f"{r['structures_per_s']:.0f}" + (f" ({r['structures_median_per_s']:.0f})" if "structures_median_per_s" in r else "")
+        cpu = f"{r['structures_per_cpu_s']:.0f} ({r['structures_median_per_cpu_s']:.0f})" if "structures_per_cpu_s" in r else ""
+        print(f"{name:28s} {wall:>22s} {cpu:>22s}")
+    for name, split in splits.items():
+        print(f"{name}: waiting for data {split['wait_s']:.2f} s, in the step {split['step_s']:.2f} s "
+              f"({100 * split['wait_fraction']:.1f}% waiting)")
+    for name, value in ratios(results).items():
+        print(f"ratio {name}: {value:.2f}")
 
 
 if __name__ == "__main__":

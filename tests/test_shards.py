@@ -1,4 +1,4 @@
-"""open_shards: manifest, rows and structures per split, torch DataLoader over WebDataset, visibility."""
+"""open_shards: manifest, the loader over real pipeline output, visibility, the Parquet layout."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "pipeline"))
 from atomforge.batch import collate  # noqa: E402
@@ -28,35 +29,27 @@ def output(tmp_path_factory) -> Path:
     return root / "out"
 
 
-def test_manifest_and_structures_with_graphs(output):
+def test_loader_over_pipeline_output_equals_collate(output):
     shards = open_shards(str(output))
     assert shards.manifest["counts"]["splits"]["train"]["rows"] == 10
-    pairs = list(shards.iter_structures("train"))
-    assert len(pairs) == 10
-    structure, graph = pairs[0]
-    assert graph.edge_index.shape[0] == 2 and graph.shifts.shape == (graph.num_edges, 3)
-    assert structure.energy is not None and structure.forces.shape == (structure.num_atoms, 3)
-    assert list(shards.iter_rows("val")) == []
+    rows = {row["system_id"]: row for row in shards.table("train").to_pylist()}
+    graph = shards.manifest["graph"]
+    batches = list(shards.loader("train", max_atoms=30, seed=3))
+    assert sorted(sid for b in batches for sid in b.system_id) == sorted(rows)
+    for batch in batches:
+        reference = collate([rows[sid] for sid in batch.system_id], graph["cutoff"], graph["max_neighbors"])
+        for key in reference.keys():
+            value = reference[key]
+            assert torch.equal(batch[key], value) if isinstance(value, torch.Tensor) else batch[key] == value, key
+    assert shards.table("val").num_rows == 0
+    with pytest.raises(ValueError, match="split 'val' has no rows"):
+        shards.loader("val", max_atoms=30)
 
 
 def test_statistics_feed_task_specs(output):
     stats = open_shards(str(output)).manifest["statistics"]["ase"]
     task = JMP_TASKS["ani1x"].with_statistics(stats)
     assert task.energy_std == pytest.approx(stats["energy_std"]) and task.linear_reference
-
-
-def test_torch_dataloader_over_webdataset_without_ray(output):
-    import torch
-
-    shards = open_shards(str(output))
-    loader = torch.utils.data.DataLoader(shards.torch_iterable("train"), batch_size=4, collate_fn=collate,
-                                         num_workers=0)
-    batches = list(loader)
-    assert sum(b.num_graphs for b in batches) == 10
-    parquet_ids = sorted(r["system_id"] for r in shards.iter_rows("train"))
-    assert sorted(sid for b in batches for sid in b.system_id) == parquet_ids
-    shuffled = [r["system_id"] for r in shards.torch_iterable("train", shuffle_shards=True, seed=1)]
-    assert sorted(shuffled) == parquet_ids
 
 
 def test_only_listed_shards_are_visible(output, tmp_path):
@@ -67,7 +60,7 @@ def test_only_listed_shards_are_visible(output, tmp_path):
     manifest = json.loads((copy / "manifest.json").read_text())
     stray = copy / manifest["shards"][0]["path"].replace("-0000", "-9999")
     shutil.copy(copy / manifest["shards"][0]["path"], stray)  # e.g. a torn run's leftover
-    rows = list(open_shards(str(copy)).iter_rows("train"))
+    rows = open_shards(str(copy)).table("train").to_pylist()
     assert len(rows) == 10 and len({r["system_id"] for r in rows}) == 10
     (copy / "manifest.json").unlink()
     with pytest.raises(FileNotFoundError, match="not a published dataset"):

@@ -69,10 +69,23 @@ def edge_vectors(positions, cell, edge_index, shifts):
     src, dst = edge_index[0], edge_index[1]
     if cell is None:
         return positions[src] - positions[dst]
-    if cell.ndim == 3:
-        offset = (shifts[:, :, None] * cell).sum(axis=1) if isinstance(cell, np.ndarray) else torch.einsum("ei,eij->ej", shifts, cell)
-        return positions[src] + offset - positions[dst]
-    return positions[src] + shifts @ cell - positions[dst]
+    # shift @ cell as three explicit multiply-adds (no BLAS, no FMA): one cell and a per-edge cell
+    # then round identically, so a batch re-filters exactly as each of its structures alone does.
+    rows = (cell[0], cell[1], cell[2]) if cell.ndim == 2 else (cell[:, 0], cell[:, 1], cell[:, 2])
+    offset = shifts[:, 0:1] * rows[0] + shifts[:, 1:2] * rows[1] + shifts[:, 2:3] * rows[2]
+    return positions[src] + offset - positions[dst]
+
+
+def edge_lengths(positions, cell, edge_index, shifts):
+    """|vector| (E,) Å of `edge_vectors`, as sqrt(x² + y² + z²) written out for numpy and torch alike.
+
+    Every builder and re-filter computes distances with this one formula in float64, so a structure's
+    fresh build, its re-filter alone and its re-filter inside a batch compare and order identical
+    numbers (a library norm may sum in another order or scale, and move a tie or a cutoff by an ulp).
+    """
+    v = edge_vectors(positions, cell, edge_index, shifts)
+    squared = v[:, 0] * v[:, 0] + v[:, 1] * v[:, 1] + v[:, 2] * v[:, 2]
+    return np.sqrt(squared) if isinstance(squared, np.ndarray) else torch.sqrt(squared)
 
 
 def _radius_pairs(positions: np.ndarray, cell, pbc, cutoff: float):
@@ -83,7 +96,7 @@ def _radius_pairs(positions: np.ndarray, cell, pbc, cutoff: float):
     src, dst = j.astype(np.int64), i.astype(np.int64)
     shifts = shifts.astype(np.int64).reshape(-1, 3)
     cell64 = None if not np.asarray(pbc).any() else np.asarray(cell, dtype=np.float64)
-    distance = np.linalg.norm(edge_vectors(positions, cell64, (src, dst), shifts.astype(np.float64)), axis=1)
+    distance = edge_lengths(positions, cell64, (src, dst), shifts.astype(np.float64))
     keep = distance <= cutoff
     return src[keep], dst[keep], shifts[keep], distance[keep]
 
@@ -159,7 +172,7 @@ def _stored_distance(positions: torch.Tensor, cell, edge_index, shifts) -> torch
     cell64 = None if cell is None else cell.detach().to(torch.float64)
     if cell64 is not None and cell64.ndim == 2:
         cell64 = cell64.reshape(3, 3)
-    return torch.linalg.vector_norm(edge_vectors(pos64, cell64, edge_index, shifts.to(torch.float64)), dim=1)
+    return edge_lengths(pos64, cell64, edge_index, shifts.to(torch.float64))
 
 
 def refilter(

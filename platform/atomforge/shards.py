@@ -1,28 +1,33 @@
-"""Reading published shards: `open_shards(url)` -> manifest, rows, structures with graphs, Ray and PyTorch streams.
+"""Published shards: `open_shards(url)` -> the manifest, and the one read path, `ShardSet.loader(...)`.
+
+    shards = open_shards("s3://bucket/shards/oc20")
+    for batch in shards.loader("train", max_atoms=2048, num_workers=4):   # model-ready batches
+        ...
 
 Only shards listed in `manifest.json` are visible; anything else under the output (an unfinished
-run's files, markers) is ignored. Rows are dicts as `pyarrow.Table.to_pylist` gives them, with
-the shard schema of `atomforge.schema` (`num_atoms` and `num_edges` top-level).
+run's files, markers) is ignored. The manifest's schema version must be the one this code reads,
+and every shard the loader reads is checked against the manifest's size and sha256. `table()` reads
+a split as one Arrow table, for inspection and tests (not for training: see `atomforge.loader`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
-from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from atomforge.graph import NeighborGraph
-from atomforge.schema import Structure, from_row, graph_from_row
+from atomforge.loader import AtomBudgetPlanner, ShardLoader, Source
+from atomforge.schema import SCHEMA_VERSION
 from atomforge.storage import arrow_filesystem, filesystem, read_bytes, retry
+from atomforge.streams import RowStream, ShardFile
 
 MANIFEST_NAME = "manifest.json"
 
 
 class ShardSet:
-    """A published preprocessing output: its manifest and readers over its shards, per split."""
+    """A published preprocessing output: its manifest, its shard files per split, and loaders over them."""
 
     def __init__(self, url: str, manifest: dict, fs, root: str, storage_options: dict | None) -> None:
         self.url = url
@@ -42,21 +47,66 @@ class ShardSet:
         """Filesystem paths (no protocol) of `split`'s shards."""
         return [f"{self.root}/{s['path']}" for s in self.shards(split, fmt, dataset)]
 
-    def iter_rows(self, split: str, fmt: str | None = None, columns: list[str] | None = None) -> Iterator[dict]:
-        """Rows of `split` in manifest order, from Parquet (default when present) or WebDataset."""
-        fmt = fmt or ("parquet" if "parquet" in self.manifest["formats"] else "webdataset")
-        if fmt == "webdataset":
-            yield from self.torch_iterable(split)
-            return
-        for path in self.paths(split, "parquet"):
-            table = retry(lambda p=path: pq.read_table(p, filesystem=arrow_filesystem(self.fs), columns=columns),
-                          f"read {path}")
-            yield from table.to_pylist()
+    def files(self, split: str, dataset: str | None = None) -> tuple[ShardFile, ...]:
+        """`split`'s Parquet shards with the sizes and checksums that guard every read.
 
-    def iter_structures(self, split: str, fmt: str | None = None) -> Iterator[tuple[Structure, NeighborGraph]]:
-        """(Structure, stored NeighborGraph) pairs of `split` (graph: cutoff + skin, K_store, strict)."""
-        for row in self.iter_rows(split, fmt):
-            yield from_row(row), graph_from_row(row)
+        Raises ValueError when a shard holds several datasets but one is asked for (a loader's rows
+        must all be that dataset's), or when the manifest lacks a shard's size or sha256.
+        """
+        entries = self.shards(split, "parquet", dataset)
+        mixed = [e["path"] for e in entries if dataset is not None and len(e["datasets"]) > 1]
+        if mixed:
+            raise ValueError(f"{self.url}: shards {mixed} mix datasets; a loader of {dataset!r} needs one per shard")
+        unguarded = [e["path"] for e in entries if "sha256" not in e or "bytes" not in e]
+        if unguarded:
+            raise ValueError(f"{self.url}: manifest lists shards {unguarded} without bytes/sha256")
+        return tuple(ShardFile(f"{self.root}/{e['path']}", int(e["rows"]), int(e["bytes"]), e["sha256"]) for e in entries)
+
+    def source(self, split: str, *, dataset: str | None = None, cutoff: float | None = None,
+               max_neighbors: int | None | str = "manifest", tie_rule: str | None = None, task: int = 0) -> Source:
+        """The loader's view of `split`: files plus the graph it feeds (defaults: the manifest's graph block)."""
+        graph = self.manifest.get("graph", {})
+        files = self.files(split, dataset)
+        if not files or sum(f.num_rows for f in files) == 0:
+            raise ValueError(f"{self.url}: split {split!r} has no rows" + (f" of {dataset!r}" if dataset else ""))
+        cutoff = float(graph["cutoff"] if cutoff is None else cutoff)
+        limit = graph.get("max_neighbors") if max_neighbors == "manifest" else max_neighbors
+        stored = graph.get("cutoff", cutoff)
+        if cutoff > stored + graph.get("skin", 0.0) + 1e-9:
+            raise ValueError(f"{self.url}: cutoff {cutoff} Å exceeds the stored graph's {stored} + skin Å")
+        return Source(dataset or split, self.url, files, cutoff, limit, tie_rule or graph.get("tie_rule", "strict"),
+                      task, self.storage_options)
+
+    def loader(self, split: str, *, max_atoms: int, max_structures: int | None = None, shuffle: bool = True,
+               seed: int = 0, rank: int = 0, world: int = 1, num_workers: int = 0, pin_memory: bool = False,
+               epochs: int | None = 1, dataset: str | None = None, cutoff: float | None = None,
+               max_neighbors: int | None | str = "manifest", tie_rule: str | None = None, task: int = 0,
+               chunk_rows: int = 512, shuffle_rows: int = 4096, **options) -> ShardLoader:
+        """Model-ready batches (PyG `Batch`, the fields of `atomforge.batch.collate`) of `split`.
+
+        Batches fill `max_atoms` (and at most `max_structures`) without dropping a row; one iteration
+        runs `epochs` epochs (None: endless), each reshuffled by (seed, epoch) when `shuffle`; ranks
+        read disjoint chunks of `chunk_rows` rows, shuffled within windows of `shuffle_rows`. The graph
+        is the stored one re-filtered at `cutoff` Å and K = `max_neighbors` (default: the manifest's).
+        `state_dict()` / `load_state_dict()` resume exactly; `options` go to `ShardLoader`.
+        """
+        source = self.source(split, dataset=dataset, cutoff=cutoff, max_neighbors=max_neighbors,
+                             tie_rule=tie_rule, task=task)
+        stream = RowStream(source.files, seed=seed, rank=rank, world=world, chunk_rows=chunk_rows,
+                           shuffle_rows=shuffle_rows, shuffle=shuffle)
+        planner = AtomBudgetPlanner(stream, max_atoms, max_structures, epochs)
+        return ShardLoader([source], planner, num_workers=num_workers, pin_memory=pin_memory, **options)
+
+    def table(self, split: str, columns: list[str] | None = None) -> pa.Table:
+        """`split`'s Parquet rows as one Arrow table in manifest order (inspection and tests)."""
+        tables = [retry(lambda p=path: pq.read_table(p, filesystem=arrow_filesystem(self.fs), columns=columns),
+                        f"read {path}") for path in self.paths(split)]
+        if tables:
+            return pa.concat_tables(tables)
+        from atomforge.schema import ARROW_SCHEMA
+
+        schema = ARROW_SCHEMA if columns is None else pa.schema([ARROW_SCHEMA.field(c) for c in columns])
+        return schema.empty_table()
 
     def verify(self) -> list[str]:
         """Paths of listed shards whose bytes do not match the manifest's sha256 (empty = all good)."""
@@ -72,57 +122,20 @@ class ShardSet:
         path = f"{self.root}/{self.manifest['quarantine']['path']}"
         return pq.read_table(path, filesystem=arrow_filesystem(self.fs))
 
-    def ray_dataset(self, split: str, task: Any = None, **read_kwargs):
-        """A Ray Dataset (read_parquet) over `split`'s Parquet shards; `task` (a name or TaskSpec) filters.
-
-        Extra keyword arguments go to `ray.data.read_parquet` (e.g. `shuffle="files"`, `columns`).
-        """
-        import ray.data
-
-        name = getattr(task, "name", task)
-        shards = self.shards(split, "parquet", name)
-        if not shards:
-            raise ValueError(f"{self.url}: no parquet shards for split {split!r}" + (f" and task {name!r}" if name else ""))
-        dataset = ray.data.read_parquet([f"{self.root}/{s['path']}" for s in shards],
-                                        filesystem=arrow_filesystem(self.fs), **read_kwargs)
-        if name is not None and any(len(s["datasets"]) > 1 for s in shards):
-            dataset = dataset.filter(lambda row: row["dataset"] == name)
-        return dataset
-
-    def torch_iterable(self, split: str, shuffle_shards: bool = False, seed: int = 0):
-        """A WebDataset pipeline (a torch IterableDataset) of `split`'s rows; no Ray needed.
-
-        Shards are split across DataLoader workers (and optionally shuffled by `seed`); each item is
-        a row dict, ready for `atomforge.batch.collate`.
-        """
-        import webdataset as wds
-        from webdataset.tariterators import group_by_keys, tar_file_expander
-
-        from atomforge.pipeline.formats import decode_sample
-
-        fs = self.fs
-
-        def open_streams(sources):
-            for source in sources:
-                yield {"url": source["url"], "stream": retry(lambda u=source["url"]: fs.open(u, "rb"), f"open {source['url']}")}
-
-        stages = [wds.SimpleShardList(self.paths(split, "webdataset"))]
-        if shuffle_shards:
-            stages.append(wds.detshuffle(bufsize=10_000, seed=seed))
-        def decode(samples):  # not wds.map: it would add __key__ back into the row
-            for sample in samples:
-                yield decode_sample(sample)
-
-        stages += [wds.split_by_worker, open_streams, tar_file_expander, group_by_keys, decode]
-        return wds.DataPipeline(*stages)
-
 
 def open_shards(url: str, storage_options: dict | None = None) -> ShardSet:
-    """The published dataset at `url` (a directory or prefix holding manifest.json, any fsspec URL)."""
+    """The published dataset at `url` (a directory or prefix holding manifest.json, any fsspec URL).
+
+    Raises FileNotFoundError without a manifest, ValueError when its schema version is not this code's.
+    """
     fs, root = filesystem(url, storage_options)
     path = f"{root}/{MANIFEST_NAME}"
     try:
         manifest = json.loads(read_bytes(fs, path))
     except FileNotFoundError:
         raise FileNotFoundError(f"{url} has no {MANIFEST_NAME}: not a published dataset (or the run is unfinished)") from None
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"{url}: shard schema version {version!r}, this atomforge reads {SCHEMA_VERSION!r}: "
+                         "re-run the pipeline to rewrite the shards")
     return ShardSet(url, manifest, fs, root, storage_options)

@@ -68,3 +68,15 @@ def write_bad_files(root: Path) -> Path:
     ase.io.write(root / "defects.extxyz", [nan, close, *molecules(2, seed=7)])
     (root / "garbage.extxyz").write_text("this is not\nan xyz file\n")
     return root
+
+
+def tar_rows(shards, split: str) -> list[dict]:
+    """`split`'s rows from its WebDataset tars, read as a plain PyTorch user would (webdataset + decode_sample)."""
+    from atomforge.pipeline.formats import decode_sample
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    rows = []
+    for path in shards.paths(split, "webdataset"):
+        with shards.fs.open(path, "rb") as handle:
+            rows.extend(decode_sample(s) for s in group_by_keys(tar_file_expander([{"url": path, "stream": handle}])))
+    return rows

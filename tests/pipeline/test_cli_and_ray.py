@@ -63,7 +63,7 @@ def test_sigkill_mid_run_then_rerun_completes_without_duplicates_or_rework(tmp_p
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert all(p.stat().st_mtime_ns == t for p, t in done.items()), "finished parts were redone"
     resumed = open_shards(str(output))
-    ids = [row["system_id"] for split in ("train", "val", "test") for row in resumed.iter_rows(split, columns=["system_id"])]
+    ids = [sid for split in ("train", "val", "test") for sid in resumed.table(split, ["system_id"])["system_id"].to_pylist()]
     assert len(ids) == len(set(ids)) == 72
     assert resumed.verify() == []
 
@@ -86,14 +86,12 @@ def test_ray_backend_with_two_workers_matches_local_and_reads_back(ray_cluster, 
     on_ray = run("ray", "ray", 2)
     assert shard_list(on_ray) == shard_list(run("local", "local", 1))
     shards = open_shards(str(tmp_path / "ray"))
-    dataset = shards.ray_dataset("train")
     train_rows = shards.manifest["counts"]["splits"]["train"]["rows"]
-    assert dataset.count() == train_rows
-    sizes = dataset.select_columns(["num_atoms"]).take_all()
-    assert len(sizes) == train_rows and all(row["num_atoms"] in (3, 4, 5, 13) for row in sizes)
-    assert shards.ray_dataset("train", task="ase").count() == train_rows
-    with pytest.raises(ValueError, match="no parquet shards"):
-        shards.ray_dataset("train", task="oc20")
+    sizes = shards.table("train", ["num_atoms"])["num_atoms"].to_pylist()
+    assert len(sizes) == train_rows and all(n in (3, 4, 5, 13) for n in sizes)
+    assert sum(b.num_graphs for b in shards.loader("train", max_atoms=64, dataset="ase")) == train_rows
+    with pytest.raises(ValueError, match="no rows of 'oc20'"):
+        shards.loader("train", max_atoms=64, dataset="oc20")
 
 
 def test_cli_options_are_frozen():

@@ -48,7 +48,7 @@ def test_transition1x_keeps_the_official_split(demo, tmp_path):
     shards = open_shards(str(tmp_path / "out"))
     seen = set()
     for split in ("train", "val", "test"):
-        for row in shards.iter_rows(split, columns=["system_id", "split"]):
+        for row in shards.table(split, ["system_id", "split"]).to_pylist():
             reaction = "/".join(row["system_id"].split("/")[1:3])
             assert official[reaction] == split == row["split"]
             seen.add(split)

@@ -12,9 +12,9 @@ from atomforge.corpora import read_corpus
 from atomforge.corpora.base import BadRecord, WorkUnit
 from atomforge.graph import neighbor_graph
 from atomforge.pipeline import PipelineConfig, run_pipeline
-from atomforge.schema import Structure, from_ase
+from atomforge.schema import Structure, from_ase, from_row, graph_from_row
 from atomforge.shards import open_shards
-from corpus_files import molecules, write_bad_files
+from corpus_files import molecules, tar_rows, write_bad_files
 
 
 def build(corpus_dir: Path, output: Path, reader=None, **changes) -> dict:
@@ -50,7 +50,8 @@ def test_stored_graphs_equal_a_direct_neighbor_graph(built):
     shards = open_shards(str(built))
     seen = 0
     for split in ("train", "val", "test"):
-        for structure, graph in shards.iter_structures(split):
+        for row in shards.table(split).to_pylist():
+            structure, graph = from_row(row), graph_from_row(row)
             direct = neighbor_graph(structure, 6.0, 40, skin=0.5, tie_rule="strict")
             np.testing.assert_array_equal(graph.edge_index, direct.edge_index)
             np.testing.assert_array_equal(graph.shifts, direct.shifts)
@@ -75,8 +76,8 @@ def test_checksums_verify_and_detect_corruption(built, tmp_path):
 def test_parquet_and_webdataset_hold_the_same_rows(built):
     shards = open_shards(str(built))
     for split in ("train", "val", "test"):
-        from_parquet = list(shards.iter_rows(split, "parquet"))
-        from_tar = list(shards.iter_rows(split, "webdataset"))
+        from_parquet = shards.table(split).to_pylist()
+        from_tar = tar_rows(shards, split)
         assert len(from_parquet) == len(from_tar) > 0
         for a, b in zip(from_parquet, from_tar):
             assert a.keys() == b.keys()
@@ -137,7 +138,7 @@ def test_resume_after_a_crash_skips_finished_parts_and_matches_a_clean_run(built
             assert path.stat().st_mtime_ns == mtime, f"{path} was rewritten"
     clean = open_shards(str(built)).manifest
     assert [(s["path"], s["sha256"]) for s in manifest["shards"]] == [(s["path"], s["sha256"]) for s in clean["shards"]]
-    ids = [row["system_id"] for split in ("train", "val", "test") for row in open_shards(str(output)).iter_rows(split)]
+    ids = [sid for split in ("train", "val", "test") for sid in open_shards(str(output)).table(split)["system_id"].to_pylist()]
     assert len(ids) == len(set(ids)) == 24
 
 

@@ -12,6 +12,7 @@ import pytest
 from atomforge.corpora import read_corpus
 from atomforge.pipeline import PipelineConfig, run_pipeline
 from atomforge.shards import open_shards
+from corpus_files import tar_rows
 from s3_server import FaultProxy
 
 pytestmark = pytest.mark.s3
@@ -33,19 +34,13 @@ def test_s3_output_matches_local_and_reads_back(seaweed, corpus_dir, tmp_path):
     assert seaweed.endpoint not in text and "127.0.0.1" not in text and "test-secret" not in text
     shards = open_shards("s3://atomforge-test/plain", options)
     assert shards.verify() == []
-    rows = [r for split in ("train", "val", "test") for r in shards.iter_rows(split)]
+    rows = [r for split in ("train", "val", "test") for r in shards.table(split).to_pylist()]
     assert len(rows) == manifest["counts"]["written"] == 24
-    tar_rows = [r for split in ("train", "val", "test") for r in shards.torch_iterable(split)]
-    assert sorted(r["system_id"] for r in tar_rows) == sorted(r["system_id"] for r in rows)
+    from_tars = [r for split in ("train", "val", "test") for r in tar_rows(shards, split)]
+    assert sorted(r["system_id"] for r in from_tars) == sorted(r["system_id"] for r in rows)
+    batches = list(shards.loader("train", max_atoms=64))  # the training read path, from S3
+    assert sum(b.num_graphs for b in batches) == manifest["counts"]["splits"]["train"]["rows"]
     assert build(corpus_dir, "s3://atomforge-test/plain", options) == manifest  # finished: a no-op
-
-
-@pytest.mark.ray
-def test_ray_dataset_reads_s3_shards(ray_cluster, seaweed, corpus_dir):
-    options = seaweed.storage_options()
-    manifest = build(corpus_dir, "s3://atomforge-test/for-ray", options, formats=("parquet",))
-    dataset = open_shards("s3://atomforge-test/for-ray", options).ray_dataset("train")
-    assert dataset.count() == manifest["counts"]["splits"]["train"]["rows"]
 
 
 def test_transient_errors_are_retried_and_output_is_complete(seaweed, corpus_dir, caplog):
@@ -54,7 +49,7 @@ def test_transient_errors_are_retried_and_output_is_complete(seaweed, corpus_dir
         manifest = build(corpus_dir, "s3://atomforge-test/faulty", options, formats=("parquet",))
         shards = open_shards("s3://atomforge-test/faulty", options)
         assert shards.verify() == []
-        assert sum(1 for split in ("train", "val", "test") for _ in shards.iter_rows(split)) == 24
+        assert sum(shards.table(split).num_rows for split in ("train", "val", "test")) == 24
     assert sum(proxy.faults.values()) > 0, proxy.faults
     assert manifest["counts"]["written"] == 24 and manifest["counts"]["quarantined"] == 0
     assert proxy.endpoint not in caplog.text

@@ -1,0 +1,424 @@
+"""Columnar batch building: Arrow shard rows -> `RowBlock`s of numpy columns -> model-ready PyG batches.
+
+The loader's hot path, in two steps, neither with a per-row Python object:
+- `decode_rows` turns an Arrow table of shard rows (one window of a stream) into a `RowBlock`:
+  every field taken from its column's values buffer (list offsets = cumulative `num_atoms` and
+  `num_edges`), null labels filled as `collate` fills them, and the stored Verlet candidates
+  re-filtered at the row's cutoff and K for all rows at once (`keep_edges`). It also runs the read
+  path's guard, `check_table`: offsets agree with the counts, edge indices lie inside their
+  structure, positions are finite; a failure is a ValueError naming the shard, the row and the field.
+- `gather` takes any rows of one or more blocks (index arithmetic on the offsets) and assembles a
+  Batch with exactly the fields, dtypes, values and PyG slices of `atomforge.batch.collate` on the
+  same rows (`batch.py` documents the fields).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch_geometric.data import Batch, Data
+
+from atomforge.graph import TIE_DECIMALS, TIE_RULES, TOLERANT_TIE
+from atomforge.schema import ARROW_SCHEMA, MAX_ATOMIC_NUMBER
+
+# Shard columns the loader reads (the others are bookkeeping for the pipeline).
+COLUMNS = ("system_id", "frame_kind", "num_atoms", "num_edges", "atomic_numbers", "positions", "cell", "pbc",
+           "energy", "forces", "stress", "fixed", "tags", "edge_src", "edge_dst", "edge_shift")
+# RowBlock arrays by what they are indexed by; (dtype, values per item).
+ROW = {"natoms": (np.int64, 1), "ncand": (np.int64, 1), "nkept": (np.int64, 1), "nsid": (np.int64, 1),
+       "energy": (np.float64, 1), "has_energy": (bool, 1), "has_forces": (bool, 1), "has_stress": (bool, 1),
+       "is_md": (bool, 1), "cell": (np.float32, 9), "pbc": (bool, 3), "stress": (np.float32, 9),
+       "cutoff": (np.float64, 1), "max_neighbors": (np.int64, 1)}
+ATOM = {"z": (np.uint8, 1), "pos": (np.float32, 3), "forces": (np.float32, 3), "fixed": (bool, 1), "tags": (np.int8, 1)}
+CAND = {"cand_src": (np.int32, 1), "cand_dst": (np.int32, 1), "cand_shift": (np.int8, 3)}
+KEPT = {"kept_src": (np.int32, 1), "kept_dst": (np.int32, 1), "kept_shift": (np.int8, 3)}
+SID = {"sid": (np.uint8, 1)}
+GROUPS = ((ATOM, "natoms"), (CAND, "ncand"), (KEPT, "nkept"), (SID, "nsid"))  # per-item arrays and their counts
+# Batch fields in the order `batch.structure_data` creates them (PyG keeps insertion order).
+FIELD_ORDER = ("z", "pos", "ref_pos", "edge_index", "shifts", "cand_edge_index", "cand_shifts", "cell", "pbc",
+               "energy", "has_energy", "forces", "has_forces", "stress", "has_stress", "fixed", "tags", "is_md",
+               "task", "natoms", "cutoff", "max_neighbors", "system_id")
+PER_ATOM = ("z", "pos", "ref_pos", "forces", "fixed", "tags")
+REFILTER_ROWS = 1024  # rows re-filtered at once (bounds the float64 temporaries of a large window)
+
+
+@dataclass
+class RowBlock:
+    """Rows as numpy columns: `arrays[name]` for the names of ROW, ATOM, CAND, KEPT and SID.
+
+    Per-row arrays have one entry (or 9, 3 values) per row; per-atom / per-edge / per-byte arrays are
+    concatenated over rows, delimited by the counts natoms, ncand (stored candidates), nkept (edges
+    kept by the re-filter, in build order) and nsid (UTF-8 bytes of the system id). Edge indices are
+    local to their structure. Arrays may be read-only views of a shared-memory file.
+    """
+
+    arrays: dict[str, np.ndarray]
+    _starts: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.arrays["natoms"])
+
+    def starts(self, count: str) -> np.ndarray:
+        """(num_rows + 1,) int64 offsets of the per-item arrays counted by `count`."""
+        if count not in self._starts:
+            self._starts[count] = np.concatenate([[0], np.cumsum(self.arrays[count])]).astype(np.int64)
+        return self._starts[count]
+
+
+# ---------------------------------------------------------------- decoding: Arrow -> RowBlock
+def _array(table: pa.Table, name: str):
+    column = table.column(name)
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _values(array, dtype) -> np.ndarray:
+    """The values of a list column's valid rows, concatenated."""
+    return np.asarray(array.flatten().to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def _valid(array) -> np.ndarray:
+    if array.null_count == 0:
+        return np.ones(len(array), dtype=bool)
+    return np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _fixed_rows(array, width: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(values (B, width), zeros in null rows; valid (B,)) of a fixed-size list column."""
+    valid = _valid(array)
+    out = np.zeros((len(array), width), dtype=dtype)
+    out[valid] = _values(array, dtype).reshape(-1, width)
+    return out, valid
+
+
+def _per_atom(array, natoms: np.ndarray, width: int, dtype, fill) -> tuple[np.ndarray, np.ndarray]:
+    """(values (N, width) with `fill` for rows whose list is null, valid (B,))."""
+    valid = _valid(array)
+    if valid.all():
+        return _values(array, dtype).reshape(-1, width), valid
+    out = np.full((int(natoms.sum()), width), fill, dtype=dtype)
+    out[np.repeat(valid, natoms)] = _values(array, dtype).reshape(-1, width)
+    return out, valid
+
+
+def _lengths_of(array) -> np.ndarray:
+    """(B,) list lengths from the offsets (0 for null rows)."""
+    offsets = np.asarray(array.offsets.to_numpy(), dtype=np.int64)
+    return np.where(_valid(array), np.diff(offsets), 0)
+
+
+def _fail(table: pa.Table, where: str, first_row: int, rows: np.ndarray, name: str, why: str) -> None:
+    row = int(np.flatnonzero(rows)[0])
+    sid = table.column("system_id")[row].as_py()
+    raise ValueError(f"{where}: row {first_row + row} ({sid}): field {name!r} {why}")
+
+
+def check_table(table: pa.Table, where: str, first_row: int = 0) -> None:
+    """Raise ValueError naming `where` (the shard), the row and the field where the columns disagree.
+
+    Offsets only (no values): column types, list lengths against num_atoms / num_edges, and a stored
+    graph on every row. `decode_rows` checks the values it extracts (indices, elements, finiteness).
+    """
+    for name in COLUMNS:
+        expected = ARROW_SCHEMA.field(name).type
+        got = table.schema.field(name).type if name in table.column_names else "missing"
+        if got != expected:
+            raise ValueError(f"{where}: column {name!r} is {got}, the shard schema says {expected}")
+    natoms = _array(table, "num_atoms").to_numpy().astype(np.int64)
+    nedges = _array(table, "num_edges").to_numpy().astype(np.int64)
+    for name, per, counts, what in (("atomic_numbers", 1, natoms, "num_atoms"), ("positions", 3, natoms, "num_atoms"),
+                                    ("forces", 3, natoms, "num_atoms"), ("fixed", 1, natoms, "num_atoms"),
+                                    ("tags", 1, natoms, "num_atoms"), ("edge_src", 1, nedges, "num_edges"),
+                                    ("edge_dst", 1, nedges, "num_edges"), ("edge_shift", 3, nedges, "num_edges")):
+        array = _array(table, name)
+        valid = _valid(array)
+        if name.startswith("edge_") and not valid.all():
+            _fail(table, where, first_row, ~valid, name, "is null: the shard has no stored graph (preprocess with a cutoff)")
+        bad = valid & (_lengths_of(array) != per * counts)
+        if bad.any():
+            _fail(table, where, first_row, bad, name, f"has a length that disagrees with {what}")
+
+
+def _check_values(table: pa.Table, where: str, first_row: int, a: dict[str, np.ndarray]) -> None:
+    """Edge indices inside their structure, atomic numbers in 1..118, finite positions (vectorised)."""
+    rows = len(a["natoms"])
+    edge_row = np.repeat(np.arange(rows), a["ncand"])
+    limit = np.repeat(a["natoms"], a["ncand"])
+    for name in ("cand_src", "cand_dst"):
+        bad = a[name] >= limit  # int32 from int32 lists; negative values are caught too:
+        bad |= a[name] < 0
+        if bad.any():
+            _fail(table, where, first_row, np.bincount(edge_row[bad], minlength=rows) > 0,
+                  name.replace("cand_", "edge_"), "points outside its structure")
+    atom_row = np.repeat(np.arange(rows), a["natoms"])
+    bad_z = (a["z"] < 1) | (a["z"] > MAX_ATOMIC_NUMBER)
+    if bad_z.any():
+        _fail(table, where, first_row, np.bincount(atom_row[bad_z], minlength=rows) > 0, "atomic_numbers",
+              f"has values outside 1..{MAX_ATOMIC_NUMBER}")
+    finite = np.isfinite(a["pos"]).all(axis=1)
+    if not finite.all():
+        _fail(table, where, first_row, np.bincount(atom_row[~finite], minlength=rows) > 0, "positions", "contains NaN or inf")
+
+
+def decode_rows(table: pa.Table, cutoff, max_neighbors, tie_rule: str = "strict", where: str = "rows",
+                first_row: int = 0) -> RowBlock:
+    """A RowBlock of `table`'s rows with edges re-filtered at `cutoff` Å and K, checked on the way.
+
+    cutoff and max_neighbors (-1 or None = no limit) are scalars or one per row; `where` (the shard)
+    and `first_row` (its first row's index there) name the row in errors.
+    """
+    check_table(table, where, first_row)
+    rows = table.num_rows
+    natoms = _array(table, "num_atoms").to_numpy().astype(np.int64)
+    ncand = _array(table, "num_edges").to_numpy().astype(np.int64)
+    energy = _array(table, "energy")
+    forces, has_forces = _per_atom(_array(table, "forces"), natoms, 3, np.float32, 0.0)
+    stress, has_stress = _fixed_rows(_array(table, "stress"), 9, np.float32)
+    sid = _array(table, "system_id").cast(pa.string())
+    sid_offsets = np.frombuffer(sid.buffers()[1], dtype=np.int32)[sid.offset:sid.offset + rows + 1].astype(np.int64)
+    limit = -1 if max_neighbors is None else max_neighbors
+    arrays = {
+        "natoms": natoms, "ncand": ncand,
+        "nsid": np.diff(sid_offsets),
+        "energy": np.asarray(energy.to_numpy(zero_copy_only=False), dtype=np.float64),  # null -> NaN
+        "has_energy": _valid(energy), "has_forces": has_forces, "has_stress": has_stress,
+        "is_md": np.asarray(pc.equal(_array(table, "frame_kind"), "md").to_numpy(zero_copy_only=False), dtype=bool),
+        "cell": _fixed_rows(_array(table, "cell"), 9, np.float32)[0],
+        "pbc": _fixed_rows(_array(table, "pbc"), 3, bool)[0],
+        "stress": stress,
+        "cutoff": np.broadcast_to(np.asarray(cutoff, dtype=np.float64), (rows,)).copy(),
+        "max_neighbors": np.broadcast_to(np.asarray(limit, dtype=np.int64), (rows,)).copy(),
+        "z": _values(_array(table, "atomic_numbers"), np.uint8),
+        "pos": _values(_array(table, "positions"), np.float32).reshape(-1, 3),
+        "forces": forces,
+        "fixed": _per_atom(_array(table, "fixed"), natoms, 1, bool, False)[0].reshape(-1),
+        "tags": _per_atom(_array(table, "tags"), natoms, 1, np.int8, -1)[0].reshape(-1),
+        "cand_src": _values(_array(table, "edge_src"), np.int32),
+        "cand_dst": _values(_array(table, "edge_dst"), np.int32),
+        "cand_shift": _values(_array(table, "edge_shift"), np.int8).reshape(-1, 3),
+        "sid": np.frombuffer(sid.buffers()[2], dtype=np.uint8)[sid_offsets[0]:sid_offsets[-1]].copy(),
+    }
+    _check_values(table, where, first_row, arrays)
+    block = RowBlock(arrays)
+    kept = [_kept(block, lo, min(lo + REFILTER_ROWS, rows), tie_rule) for lo in range(0, max(rows, 1), REFILTER_ROWS)]
+    for name in (*KEPT, "nkept"):
+        arrays[name] = np.concatenate([k[name] for k in kept])
+    return block
+
+
+def _kept(block: RowBlock, lo: int, hi: int, tie_rule: str) -> dict[str, np.ndarray]:
+    """The re-filtered edges of rows lo..hi (local indices, build order) and their counts."""
+    a, atom_start, cand_start = block.arrays, block.starts("natoms"), block.starts("ncand")
+    e0, e1 = cand_start[lo], cand_start[hi]
+    ncand = a["ncand"][lo:hi]
+    edge_row = np.repeat(np.arange(hi - lo), ncand)
+    offset = np.repeat(atom_start[lo:hi] - atom_start[lo], ncand)
+    edge_index = np.stack([a["cand_src"][e0:e1] + offset, a["cand_dst"][e0:e1] + offset])
+    pos = a["pos"][atom_start[lo]:atom_start[hi]]
+    keep = keep_edges(pos, a["cell"][lo:hi].reshape(-1, 3, 3), edge_index, a["cand_shift"][e0:e1], edge_row,
+                      a["cutoff"][lo:hi], a["max_neighbors"][lo:hi], tie_rule)
+    return {"kept_src": a["cand_src"][e0:e1][keep], "kept_dst": a["cand_dst"][e0:e1][keep],
+            "kept_shift": a["cand_shift"][e0:e1][keep], "nkept": np.bincount(edge_row[keep], minlength=hi - lo)}
+
+
+def _lengths(positions, cells, edge_index, shifts, edge_graph) -> np.ndarray:
+    """`graph.edge_lengths` with one cell per graph, bit for bit: the same float64 operations in the same
+    order, one Cartesian component at a time (1-D takes are several times faster than row gathers)."""
+    src, dst = edge_index
+    pos = np.ascontiguousarray(positions.T, dtype=np.float64)  # (3, N)
+    cell = np.ascontiguousarray(cells.transpose(1, 2, 0), dtype=np.float64)  # (row, component, graph)
+    image = np.ascontiguousarray(shifts.T, dtype=np.float64)  # (3, E)
+    squared = None
+    for k in range(3):
+        offset = (image[0] * np.take(cell[0, k], edge_graph) + image[1] * np.take(cell[1, k], edge_graph)
+                  + image[2] * np.take(cell[2, k], edge_graph))
+        v = np.take(pos[k], src) + offset - np.take(pos[k], dst)
+        squared = v * v if squared is None else squared + v * v
+    return np.sqrt(squared) if squared is not None else np.zeros(0)
+
+
+def keep_edges(positions: np.ndarray, cells: np.ndarray, edge_index: np.ndarray, shifts: np.ndarray,
+               edge_graph: np.ndarray, cutoff: np.ndarray, max_neighbors: np.ndarray, tie_rule: str) -> np.ndarray:
+    """`graph.refilter` for many structures at once, each with its cutoff and K: kept candidates, in build order.
+
+    positions (N, 3) Å; cells (B, 3, 3) Å (any values where not periodic: shifts are zero there);
+    edge_index (2, E) [src, dst] over all N atoms; shifts (E, 3) integer images; edge_graph (E,) the
+    structure of each edge; cutoff (B,) Å; max_neighbors (B,), -1 = no limit. Stored candidates are
+    in (dst, distance, src, shift) order, so `refilter`'s two stable sorts are skipped when the
+    recomputed distances keep that order (checked; otherwise the same sorts run).
+    """
+    if tie_rule not in TIE_RULES:
+        raise ValueError(f"tie_rule must be one of {TIE_RULES}, got {tie_rule!r}")
+    distance = _lengths(positions, cells, edge_index, shifts, edge_graph)
+    within = np.flatnonzero(distance <= np.take(np.asarray(cutoff, dtype=np.float64), edge_graph))
+    dst = edge_index[1, within]
+    rounded = torch.round(torch.from_numpy(distance[within]), decimals=TIE_DECIMALS).numpy()  # as refilter rounds
+    new_atom = np.ones(len(within), dtype=bool)
+    new_atom[1:] = dst[1:] != dst[:-1]
+    if (dst[1:] < dst[:-1]).any() or (~new_atom[1:] & (rounded[1:] < rounded[:-1])).any():
+        by_distance = torch.sort(torch.from_numpy(rounded), stable=True).indices
+        order = by_distance[torch.sort(torch.from_numpy(dst)[by_distance], stable=True).indices].numpy()
+        within, dst = within[order], dst[order]
+        new_atom[1:] = dst[1:] != dst[:-1]
+    limit = np.take(np.asarray(max_neighbors, dtype=np.int64), edge_graph[within])
+    unlimited = limit < 0
+    if unlimited.all():
+        return within
+    index = np.arange(len(within))
+    rank = index - np.maximum.accumulate(np.where(new_atom, index, 0))  # place in its dst's list
+    if tie_rule == "strict":
+        return within[unlimited | (rank < limit)]
+    kth = np.full(positions.shape[0], np.inf)
+    at_k = rank == limit - 1
+    kth[dst[at_k]] = distance[within[at_k]]
+    return within[unlimited | (distance[within] <= kth[dst] + TOLERANT_TIE)]
+
+
+# ---------------------------------------------------------------- gathering: RowBlocks -> Batch
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated arange(s, s + n) for every (s, n): the item indices of some rows."""
+    ends = np.cumsum(lengths)
+    return np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - lengths), lengths)
+
+
+def take_rows(block: RowBlock, rows: np.ndarray) -> RowBlock:
+    """A new RowBlock (own, writable arrays) holding `rows` of `block` in that order."""
+    a = block.arrays
+    out = {name: np.take(a[name], rows, axis=0) for name in ROW}
+    for group, count in GROUPS:
+        index = _ranges(np.take(block.starts(count), rows), out[count])
+        for name in group:
+            out[name] = np.take(a[name], index, axis=0)
+    return RowBlock(out)
+
+
+def concat_blocks(blocks: Sequence[RowBlock]) -> RowBlock:
+    """The rows of several blocks, one after the other."""
+    return RowBlock({name: np.concatenate([b.arrays[name] for b in blocks]) for name in blocks[0].arrays})
+
+
+def gather_rows(parts: Sequence[tuple[RowBlock, np.ndarray]], order: np.ndarray | None = None) -> RowBlock:
+    """Rows taken from blocks: `parts` = [(block, rows), ...], concatenated, then `order`ed (optional
+    permutation: row i of the result = concatenated row order[i])."""
+    blocks = [take_rows(block, np.asarray(rows, dtype=np.int64)) for block, rows in parts]
+    block = blocks[0] if len(blocks) == 1 else concat_blocks(blocks)
+    return block if order is None else take_rows(block, np.asarray(order, dtype=np.int64))
+
+
+def gather(parts: Sequence[tuple[RowBlock, np.ndarray]], tasks, order: np.ndarray | None = None) -> Batch:
+    """The Batch of `gather_rows(parts, order)`; tasks: task id per graph (a scalar or (B,))."""
+    return to_batch(gather_rows(parts, order), tasks)
+
+
+def build_batch(table: pa.Table, cutoff, max_neighbors, tasks=0, tie_rule: str = "strict",
+                where: str = "rows") -> Batch:
+    """`collate(table.to_pylist(), cutoff, max_neighbors, tasks)` by the columnar path (checked on the way)."""
+    block = decode_rows(table, cutoff, max_neighbors, tie_rule, where)
+    return gather([(block, np.arange(block.num_rows))], tasks)
+
+
+def to_batch(block: RowBlock, tasks) -> Batch:
+    """The PyG Batch of all rows of `block` (which owns its arrays: tensors share their memory)."""
+    arrays, system_ids = batch_arrays(block, tasks)
+    return assemble({name: torch.from_numpy(a) for name, a in arrays.items()}, system_ids)
+
+
+def batch_arrays(block: RowBlock, tasks) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Every tensor field of the batch of `block`'s rows as a numpy array in its final dtype and shape
+    (`ref_pos` is made by `assemble`), plus `nkept`/`ncand` edge counts per graph; and the system ids."""
+    a = block.arrays
+    rows = block.num_rows
+    atom_start = block.starts("natoms")
+    cand_offset, kept_offset = np.repeat(atom_start[:-1], a["ncand"]), np.repeat(atom_start[:-1], a["nkept"])
+    arrays = {
+        "z": a["z"].astype(np.int64),
+        "pos": a["pos"],
+        "edge_index": np.stack([a["kept_src"] + kept_offset, a["kept_dst"] + kept_offset]),
+        "shifts": a["kept_shift"].astype(np.float32),
+        "cand_edge_index": np.stack([a["cand_src"] + cand_offset, a["cand_dst"] + cand_offset]),
+        "cand_shifts": a["cand_shift"].astype(np.float32),
+        "cell": a["cell"].reshape(rows, 3, 3),
+        "pbc": a["pbc"],
+        "energy": a["energy"],
+        "has_energy": a["has_energy"],
+        "forces": a["forces"],
+        "has_forces": a["has_forces"],
+        "stress": a["stress"].reshape(rows, 3, 3),
+        "has_stress": a["has_stress"],
+        "fixed": a["fixed"],
+        "tags": a["tags"].astype(np.int64),
+        "is_md": a["is_md"],
+        "task": np.broadcast_to(np.asarray(tasks, dtype=np.int64), (rows,)).copy(),
+        "natoms": a["natoms"],
+        "cutoff": a["cutoff"].astype(np.float32),
+        "max_neighbors": a["max_neighbors"],
+        "nkept": a["nkept"], "ncand": a["ncand"],
+    }
+    sid_offsets = block.starts("nsid").astype(np.int32)
+    system_ids = pa.StringArray.from_buffers(rows, pa.py_buffer(sid_offsets), pa.py_buffer(a["sid"])).to_pylist()
+    return arrays, system_ids
+
+
+def pack(arrays: dict[str, np.ndarray]) -> tuple[torch.Tensor, list[tuple[str, str, tuple, int]]]:
+    """All arrays in one uint8 tensor (+ its layout), so a worker hands a batch over as one shared buffer
+    (and a pinned copy is one copy) instead of one file descriptor per field."""
+    layout, offset = [], 0
+    for name, array in arrays.items():
+        layout.append((name, array.dtype.str, array.shape, offset))
+        offset += -(-array.nbytes // 64) * 64
+    buffer = np.zeros(offset, dtype=np.uint8)
+    for (_, _, _, start), array in zip(layout, arrays.values()):
+        buffer[start:start + array.nbytes] = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    return torch.from_numpy(buffer), layout
+
+
+def unpack(buffer: torch.Tensor, layout) -> dict[str, torch.Tensor]:
+    """The tensors `pack` stored, as views of `buffer` (pinned if it is)."""
+    flat = buffer.numpy()
+    out = {}
+    for name, dtype, shape, start in layout:
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        out[name] = torch.from_numpy(flat[start:start + count * dtype.itemsize].view(dtype).reshape(shape))
+    return out
+
+
+@functools.cache
+def _data_batch() -> type:
+    """PyG's `DataBatch` class (what `Batch.from_data_list` of `Data` objects returns)."""
+    return type(Batch(_base_cls=Data))
+
+
+def assemble(tensors: dict[str, torch.Tensor], system_ids: list[str]) -> Batch:
+    """A Batch equal to `Batch.from_data_list` of the per-structure graphs: fields, slices, increments.
+
+    tensors: `batch_arrays`' arrays as tensors (per-graph `nkept`, `ncand` edge counts included).
+    """
+    natoms = tensors["natoms"]
+    rows = len(natoms)
+    fields = {**tensors, "ref_pos": tensors["pos"].clone(), "system_id": system_ids}
+    batch = Batch(_base_cls=_data_batch())
+    store = batch._store
+    for name in FIELD_ORDER:
+        store[name] = fields[name]
+    zero = torch.zeros(1, dtype=torch.long)
+    atoms = torch.cat([zero, torch.cumsum(natoms, 0)])
+    store._num_nodes = natoms.tolist()
+    store.num_nodes = int(atoms[-1])
+    store.batch = torch.repeat_interleave(torch.arange(rows), natoms)
+    store.ptr = atoms
+    per_graph = torch.arange(rows + 1)
+    kept = torch.cat([zero, torch.cumsum(tensors["nkept"], 0)])
+    cand = torch.cat([zero, torch.cumsum(tensors["ncand"], 0)])
+    slices = dict.fromkeys(FIELD_ORDER, per_graph) | dict.fromkeys(PER_ATOM, atoms)
+    slices |= {"edge_index": kept, "shifts": kept, "cand_edge_index": cand, "cand_shifts": cand}
+    zeros = torch.zeros(rows, dtype=torch.long)
+    incs = dict.fromkeys(FIELD_ORDER, zeros) | {"edge_index": atoms[:-1], "cand_edge_index": atoms[:-1], "system_id": None}
+    batch._slice_dict, batch._inc_dict, batch._num_graphs = slices, incs, rows
+    return batch
