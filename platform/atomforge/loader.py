@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -188,11 +189,19 @@ class Decoder:
             self._jobs.extend(windows)
             self._wake.notify()
 
+    def close(self) -> None:
+        """Stop after the window being decoded (the queue is dropped)."""
+        with self._wake:
+            self._jobs[:] = [None]
+            self._wake.notify()
+
     def _run(self) -> None:
         while True:
             with self._wake:
                 self._wake.wait_for(lambda: self._jobs)
                 window = self._jobs.pop(0)
+            if window is None:
+                return
             source = self.sources[window.key[0]]
             try:
                 block: RowBlock | str = self.reader.window(source, window)
@@ -212,8 +221,6 @@ class BatchBuilder:
         self._decoder: tuple[int, Decoder] | None = None
 
     def _decoder_here(self) -> Decoder:
-        import os
-
         if self._decoder is None or self._decoder[0] != os.getpid():
             self._decoder = (os.getpid(), Decoder(self.sources, self.store, ShardReader(self.cache_bytes)))
         return self._decoder[1]
@@ -230,6 +237,12 @@ class BatchBuilder:
         arrays, system_ids = self.arrays(item)
         buffer, layout = pack(arrays)
         return buffer, layout, system_ids, item.state
+
+    def close(self) -> None:
+        """Stop this process's decoder thread."""
+        if self._decoder is not None and self._decoder[0] == os.getpid():
+            self._decoder[1].close()
+        self._decoder = None
 
     def __getstate__(self) -> dict:  # workers start their own decoder thread
         return {**self.__dict__, "_decoder": None}
@@ -351,6 +364,7 @@ class ShardLoader:
                 plan.consumed(state["batches"] - 1, store)
                 yield batch
         finally:
+            builder.close()
             store.close()
 
     def _built(self, builder: BatchBuilder, plan: _Plan):

@@ -59,12 +59,19 @@ class Window:
         return np.random.default_rng(list(self.shuffle_seed)).permutation(self.num_rows)
 
 
-def make_chunks(files: Sequence[ShardFile], chunk_rows: int) -> list[Chunk]:
-    """Every file's rows cut into consecutive ranges of at most `chunk_rows`."""
+def make_chunks(files: Sequence[ShardFile], chunk_rows: int, limit: int | None = None) -> list[Chunk]:
+    """Every file's rows (only the first `limit` of the split, in manifest order) in ranges of <= `chunk_rows`."""
     if chunk_rows <= 0:
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
-    return [Chunk(i, start, min(chunk_rows, f.num_rows - start))
-            for i, f in enumerate(files) for start in range(0, f.num_rows, chunk_rows)]
+    chunks, left = [], float("inf") if limit is None else limit
+    for i, f in enumerate(files):
+        for start in range(0, f.num_rows, chunk_rows):
+            rows = int(min(chunk_rows, f.num_rows - start, left))
+            if rows <= 0:
+                return chunks
+            chunks.append(Chunk(i, start, rows))
+            left -= rows
+    return chunks
 
 
 def rank_chunks(chunks: Sequence[Chunk], seed: int, source: int, epoch: int, rank: int, world: int) -> list[Chunk]:
@@ -82,11 +89,12 @@ class RowStream:
     `sizes(window)` (set by the loader) gives the atom counts (in window order, i.e. after `Window.order`) of a window's
     rows; the loader answers it from the decoded window, so the stream itself never reads a shard.
     `epochs=None` streams forever (each exhausted epoch starts the next); otherwise the stream ends.
+    `limit` keeps only the split's first rows (in manifest order), e.g. a fixed validation subset.
     """
 
     def __init__(self, files: Sequence[ShardFile], sizes: Callable[[Window], np.ndarray] | None = None, *, seed: int,
                  source: int = 0, rank: int = 0, world: int = 1, chunk_rows: int = 512, shuffle_rows: int = 4096,
-                 shuffle: bool = True, epochs: int | None = None):
+                 shuffle: bool = True, epochs: int | None = None, limit: int | None = None):
         if not 0 <= rank < world:
             raise ValueError(f"rank must be in [0, {world}), got {rank}")
         if sum(f.num_rows for f in files) == 0:
@@ -96,7 +104,7 @@ class RowStream:
         self.files, self.sizes = list(files), sizes
         self.seed, self.source, self.rank, self.world = seed, source, rank, world
         self.shuffle_rows, self.shuffle, self.epochs = shuffle_rows, shuffle, epochs
-        self.chunks = make_chunks(self.files, chunk_rows)
+        self.chunks = make_chunks(self.files, chunk_rows, limit)
         self._layouts: dict[int, list[Window]] = {}
         self.epoch, self.position = 0, 0
         self._layout(0)

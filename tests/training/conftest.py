@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -83,7 +84,9 @@ def publish(root: Path, task: str, splits: dict[str, list[Structure]], statistic
             rel = f"v-test/{split}/{task}-{part:04d}.parquet"
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(rows_to_table(rows), out / rel)
-            shards.append({"path": rel, "format": "parquet", "split": split, "datasets": [task], "rows": len(rows)})
+            data = (out / rel).read_bytes()  # the loader checks every shard against these
+            shards.append({"path": rel, "format": "parquet", "split": split, "datasets": [task], "rows": len(rows),
+                           "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     if statistics is None:
         accumulator = StatsAccumulator()
         for structure in splits.get("train", []):

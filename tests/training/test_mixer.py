@@ -43,17 +43,18 @@ def test_sampled_shares_match_probabilities_within_tolerance():
 
 
 class ListStream:
-    """A stream over a fixed list of rows with the TaskStream interface."""
+    """A stream over fixed atom counts with the RowStream interface; references are (name, index)."""
 
     def __init__(self, name, sizes):
-        self.rows = [{"num_atoms": n, "id": f"{name}{i}"} for i, n in enumerate(sizes)]
+        self.name, self.sizes = name, list(sizes)
         self.position = 0
 
     def peek(self):
-        return self.rows[self.position % len(self.rows)]
+        return self.sizes[self.position % len(self.sizes)]
 
     def advance(self):
         self.position += 1
+        return self.name, self.position - 1
 
     def state_dict(self):
         return {"position": self.position}
@@ -62,9 +63,37 @@ class ListStream:
         self.position = state["position"]
 
 
-def make_mixer(seed=0, rank=0):
+def make_mixer(seed=0, rank=0, **options):
     streams = {"a": ListStream("a", [5, 7, 3] * 50), "b": ListStream("b", [40, 2] * 50)}
-    return TaskMixer(streams, {"a": 0.7, "b": 0.3}, seed=seed, rank=rank, max_atoms=50)
+    return TaskMixer(streams, {"a": 0.7, "b": 0.3}, seed=seed, rank=rank, max_atoms=50, **options)
+
+
+def reference_micro_batch(streams, probabilities, seed, rank, step, micro, max_atoms, pending):
+    """The mixer's specification, written plainly: one rng.choice per structure, the draw that does not fit
+    carried over. Returns (batch, pending)."""
+    rng = np.random.default_rng([seed, 0, rank, step, micro])
+    names, p = list(probabilities), np.array(list(probabilities.values()))
+    batch, total = [], 0
+    while True:
+        task = pending or names[int(rng.choice(len(names), p=p))]
+        pending = None
+        n = streams[task].peek()
+        if batch and total + n > max_atoms:
+            return batch, task
+        batch.append((task, streams[task].advance()))
+        total += n
+        if total >= max_atoms:
+            return batch, None
+
+
+def test_mixer_draws_equal_the_plain_specification():
+    mixer = make_mixer(seed=3, micro_batches=2)
+    reference = {"a": ListStream("a", [5, 7, 3] * 50), "b": ListStream("b", [40, 2] * 50)}
+    pending = None
+    for index in range(200):
+        step, micro = divmod(index, 2)
+        expected, pending = reference_micro_batch(reference, {"a": 0.7, "b": 0.3}, 3, 0, step, micro, 50, pending)
+        assert mixer.next_batch() == [(["a", "b"].index(t), name, i) for t, (name, i) in expected]
 
 
 def test_mixer_batches_respect_the_atom_budget_and_shares():
@@ -72,7 +101,7 @@ def test_mixer_batches_respect_the_atom_budget_and_shares():
     counts = {"a": 0, "b": 0}
     for step in range(300):
         batch = mixer.micro_batch(step)
-        atoms = sum(row["num_atoms"] for _, row in batch)
+        atoms = sum(mixer.by_task[task].sizes[i % len(mixer.by_task[task].sizes)] for task, (_, i) in batch)
         assert atoms <= 50 or len(batch) == 1
         for task, _ in batch:
             counts[task] += 1

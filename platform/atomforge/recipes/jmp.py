@@ -90,6 +90,7 @@ def jmp_s() -> TrainConfig:
             chunk_rows=1024,
             shuffle_rows=16384,
             val_max_structures=2048,
+            num_workers=6,  # loader processes per GPU (of cpus_per_worker=8): batches are built ahead
         ),
         model=model,
         objectives=mix(MixEntry(JMPSupervised())),

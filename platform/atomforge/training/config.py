@@ -52,6 +52,7 @@ class DataConfig:
     chunk_rows: int = 512  # rows per shuffle unit (a slice of one shard file)
     shuffle_rows: int = 4096  # local shuffle window per worker (whole chunks, shuffled together)
     val_max_structures: int = 256  # per task, over all workers; 0 disables validation
+    num_workers: int = 0  # loader processes building batches ahead, per training worker (0: in the training process)
     train_split: str = "train"
     val_split: str = "val"
 
@@ -61,6 +62,8 @@ class DataConfig:
         for name in ("max_atoms", "chunk_rows", "shuffle_rows"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"data.{name} must be positive, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
         for key, task in self.tasks.items():
             if key != task.spec.name:
                 raise ValueError(f"data.tasks[{key!r}] holds a spec named {task.spec.name!r}")

@@ -1,26 +1,28 @@
-"""Training data: task sources from shard manifests, per-worker streams and the mixer, rows -> PyG batches.
+"""Training data: task sources from shard manifests, and the shard loaders that feed a worker.
 
 A task's `url` is a shard dataset root with `manifest.json` (the pipeline's contract): its Parquet
-shards for a split, per-split row counts (the N_t of temperature sampling) and the dataset's
-statistics (linear reference, energy mean/std, force RMS), which replace the recipe's defaults.
+shards per split (with the sizes and checksums the loader verifies), per-split row counts (the N_t
+of temperature sampling) and the dataset's statistics (linear reference, energy mean/std, force
+RMS), which replace the recipe's defaults. Training batches come from one `ShardLoader` whose
+planner is the temperature `TaskMixer` over every task's stream; validation from one unshuffled
+loader per task over the first `val_max_structures` rows of its val split.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch_geometric.data import Batch
 
-from atomforge.batch import structure_data
+from atomforge.loader import AtomBudgetPlanner, ShardLoader, Source
 from atomforge.pipeline.config import SPLITS
-from atomforge.shards import open_shards
-from atomforge.storage import filesystem
+from atomforge.shards import ShardSet, open_shards
+from atomforge.streams import RowStream, ShardFile
 from atomforge.tasks import TaskSpec
 from atomforge.training.config import DataConfig
 from atomforge.training.mixer import TaskMixer, mixing_probabilities
-from atomforge.training.streams import ShardFile, TaskStream, read_rows
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class TaskSource:
     statistics: Mapping | None
     energy_convention: str | None
     graph: Mapping  # the manifest's graph block: cutoff, skin, max_neighbors, k_store, tie_rule
+    shards: ShardSet
 
     def num_rows(self, split: str) -> int:
         return sum(f.num_rows for f in self.files.get(split, ()))
@@ -44,19 +47,14 @@ def open_source(name: str, url: str) -> TaskSource:
         raise ValueError(f"task {name!r} has no data URL: pass --data {name}=URL or set it in the recipe")
     shard_set = open_shards(url)
     manifest = shard_set.manifest
-    files: dict[str, tuple[ShardFile, ...]] = {}
-    for split in SPLITS:
-        entries = shard_set.shards(split, "parquet", name)
-        mixed = [e["path"] for e in entries if len(e["datasets"]) > 1]
-        if mixed:
-            raise ValueError(f"task {name!r}: shards {mixed} mix datasets; train needs one dataset per shard")
-        if entries:
-            files[split] = tuple(ShardFile(f"{shard_set.root}/{e['path']}", int(e["rows"])) for e in entries)
+    files = {split: shard_set.files(split, name) for split in SPLITS}
+    files = {split: f for split, f in files.items() if f}
     if not files:
         raise ValueError(f"task {name!r}: {url} holds no Parquet shards of dataset {name!r}; "
                          f"datasets there: {sorted(manifest.get('statistics', {}))}")
     convention = manifest.get("datasets", {}).get(name, {}).get("energy_convention")
-    return TaskSource(name, url, files, manifest.get("statistics", {}).get(name), convention, manifest.get("graph", {}))
+    return TaskSource(name, url, files, manifest.get("statistics", {}).get(name), convention,
+                      manifest.get("graph", {}), shard_set)
 
 
 def resolve_spec(spec: TaskSpec, source: TaskSource) -> TaskSpec:
@@ -76,40 +74,44 @@ def resolve_spec(spec: TaskSpec, source: TaskSource) -> TaskSpec:
     return spec.with_statistics(source.statistics)
 
 
-def build_mixer(config: DataConfig, sources: Mapping[str, TaskSource], seed: int, rank: int, world: int) -> TaskMixer:
-    """The mixer of worker `rank` of `world` over every task's train split."""
-    sizes, streams = {}, {}
-    for index, (name, task) in enumerate(config.tasks.items()):
-        source = sources[name]
-        files = source.files.get(config.train_split, ())
-        sizes[name] = source.num_rows(config.train_split)
-        fs, _ = filesystem(task.url)
-        streams[name] = TaskStream(fs, files, seed=seed, task_index=index, rank=rank, world=world,
-                                   chunk_rows=config.chunk_rows, shuffle_rows=config.shuffle_rows)
+def _source(task: TaskSource, split: str, spec: TaskSpec, index: int) -> Source:
+    return task.shards.source(split, dataset=task.name, cutoff=spec.cutoff, max_neighbors=spec.max_neighbors,
+                              task=index)
+
+
+def train_loader(config: DataConfig, sources: Mapping[str, TaskSource], specs: Mapping[str, TaskSpec], seed: int,
+                 rank: int, world: int, micro_batches: int, pin_memory: bool = False) -> ShardLoader:
+    """Worker `rank` of `world`'s endless training batches: the temperature mixer over every task's stream.
+
+    Batch i is micro-batch i % micro_batches of step i // micro_batches (the mixer's seeding).
+    """
+    names = list(config.tasks)
+    loader_sources = [_source(sources[t], config.train_split, specs[t], i) for i, t in enumerate(names)]
+    streams = {t: RowStream(s.files, seed=seed, source=i, rank=rank, world=world, chunk_rows=config.chunk_rows,
+                            shuffle_rows=config.shuffle_rows) for i, (t, s) in enumerate(zip(names, loader_sources))}
+    sizes = {t: sources[t].num_rows(config.train_split) for t in names}
     probabilities = mixing_probabilities(sizes, config.temperature, {t: d.weight for t, d in config.tasks.items()})
-    return TaskMixer(streams, probabilities, seed, rank, config.max_atoms, config.max_structures)
+    mixer = TaskMixer(streams, probabilities, seed, rank, config.max_atoms, config.max_structures, micro_batches)
+    return ShardLoader(loader_sources, mixer, num_workers=config.num_workers, pin_memory=pin_memory)
 
 
-def validation_rows(config: DataConfig, sources: Mapping[str, TaskSource], rank: int, world: int
-                    ) -> dict[str, list[dict]]:
-    """Each task's first `val_max_structures` validation rows, dealt to ranks (empty where no val split)."""
+def validation_loaders(config: DataConfig, sources: Mapping[str, TaskSource], specs: Mapping[str, TaskSpec],
+                       rank: int, world: int) -> dict[str, ShardLoader]:
+    """Per task: the first `val_max_structures` rows of its val split, unshuffled, this rank's chunks of
+    them (tasks without val rows, or with validation off, have none)."""
     out = {}
-    for name, task in config.tasks.items():
-        files = sources[name].files.get(config.val_split, ())
-        fs, _ = filesystem(task.url)
-        out[name] = read_rows(fs, files, config.val_max_structures, rank, world) if files else []
+    for index, name in enumerate(config.tasks):
+        if config.val_max_structures <= 0 or not sources[name].num_rows(config.val_split):
+            continue
+        source = _source(sources[name], config.val_split, specs[name], index)
+        stream = RowStream(source.files, seed=0, source=0, rank=rank, world=world, chunk_rows=config.chunk_rows,
+                           shuffle=False, limit=config.val_max_structures)
+        if stream.epoch_rows:
+            out[name] = ShardLoader([source], AtomBudgetPlanner(stream, config.max_atoms, config.max_structures))
     return out
 
 
-def to_batch(items: Sequence[tuple[str, dict]], specs: Mapping[str, TaskSpec], task_index: Mapping[str, int]) -> Batch:
-    """A PyG Batch of (task name, shard row) pairs, each graph re-filtered at its task's cutoff and K."""
-    graphs = [
-        structure_data(row, specs[task].cutoff, specs[task].max_neighbors, task_index[task])
-        for task, row in items
-    ]
-    return Batch.from_data_list(graphs)
-
-
 def batch_to(batch: Batch, device: torch.device) -> Batch:
-    """Move a PyG batch to `device` (Ray's prepare_data_loader does not: ray#46064)."""
+    """Move a PyG batch to `device` (Ray's prepare_data_loader does not: ray#46064); `non_blocking`
+    copies overlap the step when the loader pinned the batch."""
     return batch.to(device, non_blocking=True) if device.type != "cpu" else batch

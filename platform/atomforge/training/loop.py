@@ -1,7 +1,8 @@
 """The per-worker training function run by Ray Train's TorchTrainer (and directly, in local mode).
 
 Every rank builds the same model from the same seed, reads its own slice of every task's shards
-through its mixer, computes the objective mix on atom-budget micro-batches and all-reduces the
+through its shard loader (the temperature mixer plans, loader workers build batches ahead),
+computes the objective mix on atom-budget micro-batches and all-reduces the
 gradients. The step's loss is the per-structure mean over all micro-batches and ranks
 (`training.reduction`). Gradients are reduced explicitly (one flattened all-reduce per step, on the
 gloo or NCCL process group Ray Train set up) rather than through DDP's reducer: objectives call the model
@@ -30,14 +31,7 @@ import torch.distributed as dist
 from atomforge.artifacts import checkpoint as ckpt
 from atomforge.storage import filesystem
 from atomforge.training.config import TrainConfig, to_jsonable
-from atomforge.training.data import (
-    batch_to,
-    build_mixer,
-    open_source,
-    resolve_spec,
-    to_batch,
-    validation_rows,
-)
+from atomforge.training.data import batch_to, open_source, resolve_spec, train_loader, validation_loaders
 from atomforge.training.metrics import MetricsLogger
 from atomforge.training.optim import build_ema, build_optimizer, build_scheduler, clip_gradients
 from atomforge.training.reduction import micro_batch_weight, reduce_step
@@ -58,7 +52,6 @@ class Worker:
         self.device = ray.train.torch.get_device() if config.scaling.use_gpu else torch.device("cpu")
         self.sources = {name: open_source(name, task.url) for name, task in config.data.tasks.items()}
         self.specs = {name: resolve_spec(task.spec, self.sources[name]) for name, task in config.data.tasks.items()}
-        self.task_index = {name: i for i, name in enumerate(self.specs)}
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         self.model = build_model(config.model, self.specs).to(self.device)
         self._broadcast_parameters()
@@ -70,8 +63,12 @@ class Worker:
         self.scheduler = build_scheduler(self.optimizer, config.max_steps, config.optim)
         self.amp = AMP_DTYPES.get(config.scaling.amp) if self.device.type == "cuda" else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp is torch.float16)
-        self.mixer = build_mixer(config.data, self.sources, config.seed, self.rank, self.world)
-        self.val_rows = validation_rows(config.data, self.sources, self.rank, self.world)
+        self.loader = train_loader(config.data, self.sources, self.specs, config.seed, self.rank, self.world,
+                                   config.optim.grad_accum, pin_memory=self.device.type == "cuda")
+        self.val_loaders = validation_loaders(config.data, self.sources, self.specs, self.rank, self.world)
+        self.task_names = tuple(config.data.tasks)
+        self.seen = dict.fromkeys(self.task_names, 0)  # structures trained on, per task
+        self.batches = None  # the training batches, opened once the loader's state is restored
         self.step = 0
         self.window: dict[str, list[float]] = {}
         self.logger = None
@@ -84,11 +81,14 @@ class Worker:
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict[str, float]:
         self._restore()
+        self.batches = iter(self.loader)
         last: dict[str, float] = {}
         started, structures = time.time(), 0
         while self.step < self.config.max_steps:
             self._maybe_fail()
+            step_started = time.perf_counter()
             metrics = self.train_step()
+            metrics["time/step_s"] = time.perf_counter() - step_started
             structures += int(metrics.pop("num_structures"))
             self.step += 1
             for k, v in metrics.items():
@@ -101,6 +101,7 @@ class Worker:
                 last.update(self.validate())
             if self.step % self.config.checkpoint.every_steps == 0 or self.step == self.config.max_steps:
                 self._save(last)
+        self.batches.close()  # stops the loader's workers
         if self.logger is not None:
             self.logger.close()
         return last
@@ -112,18 +113,23 @@ class Worker:
         self.optimizer.zero_grad(set_to_none=True)
         accum = self.config.optim.grad_accum
         sums: dict[str, float] = {}
-        num_structures, loss_sum = 0, 0.0
+        num_structures, loss_sum, waited = 0, 0.0, 0.0
         for micro in range(accum):
-            items = self.mixer.micro_batch(self.step, micro)
-            batch = batch_to(to_batch(items, self.specs, self.task_index), self.device)
+            started = time.perf_counter()
+            batch = next(self.batches)  # micro-batch `micro` of this step (the mixer's seeding)
+            waited += time.perf_counter() - started
+            for index, count in enumerate(torch.bincount(batch.task, minlength=len(self.task_names)).tolist()):
+                self.seen[self.task_names[index]] += count
+            count = batch.num_graphs
+            batch = batch_to(batch, self.device)
             torch.manual_seed(_seed(self.config.seed, 0, self.rank, self.step, micro))
             context = objective_context(self._generator(0, micro), self.step, self.config.max_steps,
                                         self.specs, training=True, graph_params=self.graph_params)
             with self._autocast():
                 result = self.objective.run(self.model, batch, context)
-            weight = micro_batch_weight(len(items))
+            weight = micro_batch_weight(count)
             self.scaler.scale(result.loss * weight).backward()
-            num_structures += len(items)
+            num_structures += count
             loss_sum += float(result.loss.detach()) * weight
             for k, v in result.metrics.items():
                 if k != "loss":
@@ -137,7 +143,7 @@ class Worker:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         return {**sums, "loss": loss, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0],
-                "num_structures": num_structures}
+                "num_structures": num_structures, "time/data_s": waited}
 
     def validate(self) -> dict[str, float]:
         """The EMA model (or the model) on every task's validation rows (`training.validation`):
@@ -145,9 +151,9 @@ class Worker:
         model = self.ema.module if self.ema is not None else self.model
         model.eval()
         parts = []
-        for task, rows in self.val_rows.items():
-            for index, items in enumerate(_val_batches(task, rows, self.config.data.max_atoms)):
-                batch = batch_to(to_batch(items, self.specs, self.task_index), self.device)
+        for task, loader in self.val_loaders.items():
+            for index, batch in enumerate(loader):
+                batch = batch_to(batch, self.device)
                 context = objective_context(self._generator(1, index), self.step, self.config.max_steps,
                                             self.specs, training=False, graph_params=self.graph_params)
                 with self._autocast():
@@ -161,13 +167,13 @@ class Worker:
     def _log_train(self, structures_per_s: float) -> dict[str, float]:
         local = {k: float(np.mean(v)) for k, v in self.window.items()}
         self.window = {}
-        gathered = self._gather({"metrics": local, "seen": self.mixer.samples_seen, "rate": structures_per_s})
+        gathered = self._gather({"metrics": local, "seen": self.seen, "rate": structures_per_s})
         names = sorted({k for g in gathered for k in g["metrics"]})
         metrics = {k: float(np.mean([g["metrics"][k] for g in gathered if k in g["metrics"]])) for k in names}
         seen = _sum_dicts([g["seen"] for g in gathered])
         total = max(sum(seen.values()), 1)
-        probabilities = dict(zip(self.mixer.task_names, self.mixer.probabilities))
-        for task in self.mixer.task_names:
+        probabilities = dict(zip(self.task_names, self.loader.planner.probabilities))
+        for task in self.task_names:
             metrics[f"seen/{task}"] = seen[task]
             metrics[f"share/{task}"] = seen[task] / total
             metrics[f"expected/{task}"] = float(probabilities[task])
@@ -198,7 +204,7 @@ class Worker:
         }
 
     def _save(self, metrics: Mapping[str, float]) -> None:
-        mixers = self._gather(self.mixer.state_dict())
+        mixers = self._gather(self.loader.state_dict())  # after the batches consumed, not those built ahead
         name = ckpt.checkpoint_name(self.step)
         report = {"step": self.step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
         if self.rank != 0:
@@ -224,10 +230,14 @@ class Worker:
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         if state["world_size"] == self.world:
-            self.mixer.load_state_dict(state["mixers"][self.rank])
+            self.loader.load_state_dict(state["mixers"][self.rank])
         else:  # a different worker count cannot continue the same rows: start every stream's next epoch
-            for stream, saved in zip(self.mixer.streams.values(), state["mixers"][0]["streams"].values()):
-                stream.load_state_dict({"epoch": int(saved["epoch"]) + 1, "position": 0})
+            saved = state["mixers"][0]["planner"]
+            batches = self.step * self.config.optim.grad_accum
+            self.loader.load_state_dict({"batches": batches, "planner": {
+                "streams": {t: {"epoch": int(s["epoch"]) + 1, "position": 0} for t, s in saved["streams"].items()},
+                "samples_seen": saved["samples_seen"], "pending": None, "batches": batches}})
+        self.seen = dict(self.loader.state_dict()["planner"]["samples_seen"])
         if self.logger is not None:
             print(f"resumed from step {self.step}", flush=True)
 
@@ -284,19 +294,6 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     Starts from the latest checkpoint of the run directory when there is one (a restart or --resume).
     """
     Worker(loop_config["config"]).run()
-
-
-def _val_batches(task: str, rows: list[dict], max_atoms: int):
-    batch, total = [], 0
-    for row in rows:
-        n = int(row["num_atoms"])
-        if batch and total + n > max_atoms:
-            yield batch
-            batch, total = [], 0
-        batch.append((task, row))
-        total += n
-    if batch:
-        yield batch
 
 
 def _sum_dicts(dicts) -> dict[str, float]:
