@@ -1,8 +1,9 @@
-"""Session fixtures shared by the whole suite: paths to ../shared, a local Ray cluster."""
+"""Session fixtures shared by the whole suite: paths to ../shared, the demo corpora, a local Ray cluster."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +27,16 @@ def realdata(shared_dir: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"real sample files not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """`jobs/make_demo_corpora.py --size tiny` output, run once as a subprocess (as a user would)."""
+    out = tmp_path_factory.mktemp("demo") / "corpora"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(REPO / "jobs" / "make_demo_corpora.py"), "--output", str(out),
+                    "--size", "tiny", "--seed", "3"], check=True, env=env, capture_output=True, timeout=300)
+    return out
 
 
 @pytest.fixture(autouse=True)

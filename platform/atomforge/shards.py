@@ -108,10 +108,32 @@ class ShardSet:
         schema = ARROW_SCHEMA if columns is None else pa.schema([ARROW_SCHEMA.field(c) for c in columns])
         return schema.empty_table()
 
-    def verify(self) -> list[str]:
+    def missing(self, shards: list[dict] | None = None) -> list[str]:
+        """'path (why)' for listed shards (default: all) absent or of another size than listed.
+
+        One listing per shard folder, no data read: cheap enough to run before every training run.
+        """
+        shards = self.manifest["shards"] if shards is None else shards
+        sizes: dict[str, int] = {}
+        for folder in sorted({s["path"].rpartition("/")[0] for s in shards}):
+            path = f"{self.root}/{folder}"
+            self.fs.invalidate_cache(path)
+            if retry(lambda p=path: self.fs.exists(p), f"stat {path}"):
+                for info in retry(lambda p=path: self.fs.ls(p, detail=True), f"list {path}"):
+                    sizes[f"{folder}/{info['name'].rstrip('/').rsplit('/', 1)[-1]}"] = info["size"]
+        problems = []
+        for shard in shards:
+            found = sizes.get(shard["path"])
+            if found is None:
+                problems.append(f"{shard['path']} (missing)")
+            elif "bytes" in shard and found != shard["bytes"]:
+                problems.append(f"{shard['path']} ({found} bytes, manifest says {shard['bytes']})")
+        return problems
+
+    def verify(self, shards: list[dict] | None = None) -> list[str]:
         """Paths of listed shards whose bytes do not match the manifest's sha256 (empty = all good)."""
         bad = []
-        for shard in self.manifest["shards"]:
+        for shard in self.manifest["shards"] if shards is None else shards:
             data = read_bytes(self.fs, f"{self.root}/{shard['path']}")
             if len(data) != shard["bytes"] or hashlib.sha256(data).hexdigest() != shard["sha256"]:
                 bad.append(shard["path"])
@@ -134,6 +156,11 @@ def open_shards(url: str, storage_options: dict | None = None) -> ShardSet:
         manifest = json.loads(read_bytes(fs, path))
     except FileNotFoundError:
         raise FileNotFoundError(f"{url} has no {MANIFEST_NAME}: not a published dataset (or the run is unfinished)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{url}/{MANIFEST_NAME} is not valid JSON (truncated or partly copied?): {err}; "
+                         "re-copy it or rerun the preprocessing that wrote it") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+        raise ValueError(f"{url}/{MANIFEST_NAME} is not a shard manifest (no 'shards' list)")
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
         raise ValueError(f"{url}: shard schema version {version!r}, this atomforge reads {SCHEMA_VERSION!r}: "

@@ -162,8 +162,15 @@ def test_demo_rmd17_kcal_per_mol_conversion(demo_dir, tmp_path):
     assert structures[4].system_id == "rmd17/ethanol/4" and structures[4].frame_kind == "md"
     np.testing.assert_allclose(structures[4].forces, arrays["forces"][4] * KCAL_PER_MOL_TO_EV)
     np.savez(tmp_path / "rmd17_bad.npz", **{**arrays, "forces": arrays["forces"][:, :-1]})
-    with pytest.raises(CorpusError, match=r"rmd17_bad\.npz: record 'forces': shape"):
-        list(read_corpus("rmd17", str(tmp_path / "rmd17_bad.npz")))
+    records = list(read_corpus("rmd17", str(tmp_path / "rmd17_bad.npz")).read(
+        read_corpus("rmd17", str(tmp_path / "rmd17_bad.npz")).work_units()[0]))
+    assert len(records) == len(structures) and {r.reason for r in records} == {"bad_shape"}
+    assert "rmd17_bad.npz[frame 0]: field 'forces': shape" in records[0].detail
     np.savez(tmp_path / "rmd17_bad.npz", **{k: v for k, v in arrays.items() if k != "coords"})
-    with pytest.raises(CorpusError, match=r"rmd17_bad\.npz: record 'coords': array missing"):
-        list(read_corpus("rmd17", str(tmp_path / "rmd17_bad.npz")))
+    reader = read_corpus("rmd17", str(tmp_path / "rmd17_bad.npz"))
+    records = [r for unit in reader.work_units() for r in reader.read(unit)]
+    assert len(records) == len(structures) and {r.reason for r in records} == {"missing_field"}
+    assert "field 'coords': array missing" in records[-1].detail
+    np.savez(tmp_path / "rmd17_bad.npz", **{k: v for k, v in arrays.items() if k != "energies"})
+    with pytest.raises(CorpusError, match=r"rmd17_bad\.npz: array 'energies' missing"):
+        read_corpus("rmd17", str(tmp_path / "rmd17_bad.npz")).work_units()

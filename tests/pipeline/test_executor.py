@@ -117,6 +117,9 @@ class CrashingReader:
     def work_units(self):
         return self.reader.work_units()
 
+    def source_paths(self):
+        return self.reader.source_paths()
+
     def read(self, unit):
         for record in self.reader.read(unit):
             self.count += 1
@@ -152,6 +155,9 @@ class ListReader:
 
     def work_units(self):
         return [WorkUnit("ase", self.path, i, i + 1, {}) for i in range(len(self.units))]
+
+    def source_paths(self):
+        return [self.path]
 
     def read(self, unit):
         yield from self.units[unit.start]

@@ -87,6 +87,8 @@ class CorpusReader(Protocol):
 
     def work_units(self) -> list[WorkUnit]: ...
 
+    def source_paths(self) -> list[str]: ...  # every file the output depends on (a rerun compares them)
+
     def read(self, unit: WorkUnit) -> Iterator[Structure | BadRecord]: ...
 
 

@@ -1,16 +1,23 @@
 """The executor: owns work-unit sharding, resumption and completion markers; runs on Ray Data or in-process.
 
 Output layout under the output root (any fsspec URL):
-    v-<fingerprint>/<split>/<dataset>-<unit>-<part>.parquet|.tar   shards (content-addressed by config)
-    v-<fingerprint>/quarantine.parquet                            rejected records with reasons
-    _work/v-<fingerprint>/parts/<unit>/<split>-<part>.json        a part's shards are complete
-    _work/v-<fingerprint>/units/<unit>.json                       a whole work unit is complete
-    manifest.json                                                 written last: publishes the shards
+    v-<version>/<split>/<dataset>-<unit>-<part>.parquet|.tar   shards (version: config + source bytes)
+    v-<version>/quarantine.parquet                            rejected records with reasons
+    _work/v-<version>/parts/<unit>/<split>-<part>.json        a part's shards are complete
+    _work/v-<version>/units/<unit>.json                       a whole work unit is complete
+    _work/v-<version>/ids/<unit>.jsonl                        the unit's written ids, sorted (duplicates.py)
+    _work/sources-<stamps>.json                               the sources' sha256, once per set of stamps
+    manifest.json                                             written last: publishes the shards
 
 Resumption: a killed run leaves markers for the parts and units it finished; a rerun skips those
 (a finished part's structures are still read, to know where the next part starts, but not graphed
 or written) and rewrites unfinished parts to the same names with the same bytes. A shard that no
 manifest lists is invisible to readers, so a torn run never exposes partial data.
+
+Staleness: the version hashes the config with every source's path, size and sha256
+(provenance.py), so a rerun over changed inputs builds a new version beside the old one (never
+resuming into it) and its manifest names the changed sources; a rerun over unchanged inputs
+returns the published manifest without reading anything or starting a backend.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from functools import partial
@@ -25,6 +33,7 @@ from functools import partial
 import numpy as np
 
 from atomforge.corpora.base import BadRecord, WorkUnit
+from atomforge.pipeline import duplicates, provenance
 from atomforge.pipeline import manifest as manifest_mod
 from atomforge.pipeline.config import SPLITS, PipelineConfig
 from atomforge.pipeline.formats import EXTENSIONS, encode_parquet, encode_webdataset
@@ -50,12 +59,16 @@ def check_unique(units: list[WorkUnit]) -> None:
             raise ValueError(f"work units {other} and {unit} are identical: the reader listed one twice")
 
 
-class Layout:
-    """Paths of one config version under the output root (root has no protocol)."""
+class EmptyDatasetError(ValueError):
+    """Nothing would be published: every record was quarantined or the sources hold none."""
 
-    def __init__(self, root: str, fingerprint: str) -> None:
+
+class Layout:
+    """Paths of one output version under the output root (root has no protocol)."""
+
+    def __init__(self, root: str, version: str) -> None:
         self.root = root
-        self.version = f"v-{fingerprint}"
+        self.version = f"v-{version}"
 
     def shard(self, split: str, dataset: str, uid: str, part: int, fmt: str) -> str:
         """Shard path relative to the root (as listed in the manifest)."""
@@ -66,6 +79,9 @@ class Layout:
 
     def unit_marker(self, uid: str) -> str:
         return f"{self.root}/_work/{self.version}/units/{uid}.json"
+
+    def unit_ids(self, uid: str) -> str:
+        return f"{self.root}/_work/{self.version}/ids/{uid}.jsonl"
 
     @property
     def manifest(self) -> str:
@@ -116,23 +132,28 @@ def write_part(fs, layout: Layout, config: PipelineConfig, uid: str, source: str
     return marker
 
 
-def process_unit(reader, unit: WorkUnit, config: PipelineConfig, storage_options: dict | None) -> Iterator[dict]:
+def process_unit(reader, unit: WorkUnit, config: PipelineConfig, storage_options: dict | None,
+                 version: str) -> Iterator[dict]:
     """Run read -> validate -> split -> graph -> write over one unit; yields progress summaries."""
     fs, root = filesystem(config.output_url, storage_options)
-    layout, uid = Layout(root, config.fingerprint), unit_id(unit)
+    layout, uid = Layout(root, version), unit_id(unit)
     if exists(fs, layout.unit_marker(uid)):
         done = _load_json(fs, layout.unit_marker(uid))
         yield {"num_read": done["num_read"], "num_written": sum(p["num_rows"] for p in done["parts"])}
         return
     validate = Validator(config, unit.path)
     buffers: dict[str, list] = {split: [] for split in SPLITS}
+    ordinals: dict[str, list[int]] = {split: [] for split in SPLITS}
     next_part = dict.fromkeys(SPLITS, 0)
-    quarantine, parts, num_read = [], [], 0
+    quarantine, parts, written_ids, num_read = [], [], [], 0
 
     def flush(split: str) -> dict:
         part = write_part(fs, layout, config, uid, unit.path, split, next_part[split], buffers[split])
+        failed = {q["system_id"] for q in part["quarantine"]}
+        written_ids.extend((s.system_id, ordinal, split, next_part[split])
+                           for s, ordinal in zip(buffers[split], ordinals[split]) if s.system_id not in failed)
         next_part[split] += 1
-        buffers[split] = []
+        buffers[split], ordinals[split] = [], []
         parts.append(part)
         return {"num_read": part["num_input"], "num_written": part["num_rows"]}
 
@@ -150,69 +171,138 @@ def process_unit(reader, unit: WorkUnit, config: PipelineConfig, storage_options
             yield {"num_read": 1, "num_written": 0}
             continue
         buffers[split].append(record)
+        ordinals[split].append(num_read - 1)
         if len(buffers[split]) >= config.shard_size:
             yield flush(split)
     for split in SPLITS:
         if buffers[split]:
             yield flush(split)
+    duplicates.write_ids(fs, layout.unit_ids(uid), written_ids)
     _dump_json(fs, layout.unit_marker(uid), {"unit": unit.key, "num_read": num_read, "quarantine": quarantine,
                                              "parts": parts})
 
 
-def _process_batch(batch, reader, units: list[WorkUnit], config: PipelineConfig, storage_options):
-    """Ray Data map_batches body: a batch holds unit indices; yields one summary row per part."""
+def _process_batch(batch, reader, units: list[WorkUnit], config: PipelineConfig, storage_options, version: str):
+    """Ray Data map_batches body: a batch holds unit indices; yields one summary row per part.
+
+    A user error (ValueError, OSError: a bad option, an unwritable output) comes back as a row
+    with `error` set, because Ray Data's own wrapper drops the exception and keeps only its text.
+    """
     for index in batch["index"].to_pylist():
-        for summary in process_unit(reader, units[index], config, storage_options):
-            yield {name: [value] for name, value in summary.items()}
+        try:
+            for summary in process_unit(reader, units[index], config, storage_options, version):
+                yield {"num_read": [summary["num_read"]], "num_written": [summary["num_written"]],
+                       "error": [""], "errno": [0]}
+        except (ValueError, OSError) as error:
+            message = str(error) if units[index].path in str(error) else f"{units[index].path}: {error}"
+            yield {"num_read": [0], "num_written": [0], "error": [message],
+                   "errno": [getattr(error, "errno", None) or 0]}
+            return
 
 
-def _run_ray(reader, units: list[WorkUnit], config: PipelineConfig, storage_options, on_progress) -> None:
+def _run_ray(reader, units: list[WorkUnit], config: PipelineConfig, storage_options, version: str,
+             on_progress) -> None:
     import ray
 
     dataset = ray.data.from_items([{"index": i} for i in range(len(units))], override_num_blocks=len(units))
-    body = partial(_process_batch, reader=reader, units=units, config=config, storage_options=storage_options)
+    body = partial(_process_batch, reader=reader, units=units, config=config, storage_options=storage_options,
+                   version=version)
     # Plain tasks (not an actor pool), 1 CPU each, at most num_workers at once: the driver-side
     # from_items needs no CPU, so a pool can never starve reads or writes (INFRA.md, ray#44687).
     summaries = dataset.map_batches(body, batch_size=1, batch_format="pyarrow", num_cpus=1,
                                     compute=ray.data.TaskPoolStrategy(size=config.num_workers))
     for row in summaries.iter_rows():
+        if row["error"]:
+            raise OSError(row["errno"], row["error"]) if row["errno"] else ValueError(row["error"])
         on_progress(row)
 
 
-def _run_local(reader, units: list[WorkUnit], config: PipelineConfig, storage_options, on_progress) -> None:
+def _run_local(reader, units: list[WorkUnit], config: PipelineConfig, storage_options, version: str,
+               on_progress) -> None:
     for unit in units:
-        for summary in process_unit(reader, unit, config, storage_options):
+        for summary in process_unit(reader, unit, config, storage_options, version):
             on_progress(summary)
+
+
+def published_state(config: PipelineConfig, reader, storage_options: dict | None = None,
+                    input_storage_options: dict | None = None) -> tuple[dict | None, list[dict], list[dict]]:
+    """(published manifest or None, the sources' current stamps, changes since the published version).
+
+    Raises ValueError when the output holds a dataset built with other parameters.
+    """
+    fs, root = filesystem(config.output_url, storage_options)
+    published = manifest_mod.load_published(fs, f"{root}/{manifest_mod.MANIFEST_NAME}")
+    current = provenance.stamps(reader.source_paths(), input_storage_options)
+    if published is None:
+        return None, current, []
+    if published["fingerprint"] != config.fingerprint:
+        raise ValueError(f"output {config.output_url} already holds a dataset built with other parameters "
+                         f"(fingerprint {published['fingerprint']}, this run {config.fingerprint}); "
+                         "write to a new output URL")
+    return published, current, provenance.changed_sources(published["sources"], current, input_storage_options)
+
+
+def up_to_date(config: PipelineConfig, reader, storage_options: dict | None = None,
+               input_storage_options: dict | None = None) -> dict | None:
+    """The published manifest if this config over the sources as they are now is built, else None.
+
+    Cheap (a listing and one metadata call per source; a re-hash only for a touched file), so an
+    entry script asks before starting Ray.
+    """
+    published, _, changes = published_state(config, reader, storage_options, input_storage_options)
+    return published if published is not None and not changes else None
 
 
 def run_pipeline(config: PipelineConfig, reader, storage_options: dict | None = None, backend: str = "ray",
                  on_progress: Callable[[dict], None] | None = None, input_storage_options: dict | None = None,
-                 on_plan: Callable[[int], None] | None = None) -> dict:
+                 on_plan: Callable[[int], None] | None = None, allow_empty: bool = False) -> dict:
     """Preprocess `reader`'s corpus into shards + manifest at `config.output_url`; returns the manifest.
 
-    A finished output with the same config is a no-op; an unfinished one resumes from its markers.
+    A finished output with the same config and unchanged sources is a no-op; changed sources build
+    a new version (its manifest lists `changed_sources`); an unfinished one resumes from its markers.
     `backend`: "ray" (Ray Data on the current `ray.init` cluster) or "local" (in-process).
+    Raises EmptyDatasetError when nothing would be written, unless `allow_empty`.
     `storage_options` (endpoint, credentials) are used for I/O only, never recorded.
     """
     if backend not in ("ray", "local"):
         raise ValueError(f"backend must be 'ray' or 'local', got {backend!r}")
-    fs, root = filesystem(config.output_url, storage_options)
-    layout = Layout(root, config.fingerprint)
-    published = manifest_mod.load_published(fs, layout.manifest)
-    if published is not None:
-        if published["fingerprint"] != config.fingerprint:
-            raise ValueError(f"output {config.output_url} already holds a dataset built with other parameters "
-                             f"(fingerprint {published['fingerprint']}, this run {config.fingerprint}); "
-                             "write to a new output URL")
-        log.info("output already complete (fingerprint %s): nothing to do", config.fingerprint)
+    published, current, changes = published_state(config, reader, storage_options, input_storage_options)
+    if published is not None and not changes:
+        log.info("output already complete (fingerprint %s, sources unchanged): nothing to do", config.fingerprint)
         return published
+    if changes:
+        log.warning("sources changed since the published version %s: %s; building a new version",
+                    published.get("version"), ", ".join(f"{c['path']} ({c['change']})" for c in changes))
+    fs, root = filesystem(config.output_url, storage_options)
+    sources = provenance.with_checksums(fs, f"{root}/_work", current, input_storage_options)
+    layout = Layout(root, provenance.version(config.fingerprint, sources))
     units = reader.work_units()
     check_unique(units)
     if on_plan is not None:
         on_plan(len(units))
-    sources = manifest_mod.source_files(fs, f"{root}/_work/{layout.version}/sources.json", units,
-                                        input_storage_options)
     run = _run_ray if backend == "ray" else _run_local
-    run(reader, units, config, storage_options, on_progress or (lambda summary: None))
-    unit_markers = [_load_json(fs, layout.unit_marker(unit_id(unit))) for unit in units]
-    return manifest_mod.publish(fs, layout, config, reader, unit_markers, sources)
+    run(reader, units, config, storage_options, layout.version.removeprefix("v-"), on_progress or (lambda s: None))
+    markers = [_load_json(fs, layout.unit_marker(unit_id(unit))) for unit in units]
+    _check_not_empty(config, markers, allow_empty)
+    if provenance.stamps([s["path"] for s in current], input_storage_options) != current:
+        raise ValueError(f"sources under {config.input_url} changed while they were read; run again")
+    pairs = duplicates.find(fs, [layout.unit_ids(unit_id(unit)) for unit in units])
+    duplicates.remove(fs, root, markers, pairs)
+    previous = {"version": published.get("version"), "changed_sources": changes} if published is not None else None
+    return manifest_mod.publish(fs, layout, config, reader, markers, sources,
+                                duplicates.quarantine_records(pairs, [u.path for u in units]), previous)
+
+
+def _check_not_empty(config: PipelineConfig, markers: list[dict], allow_empty: bool) -> None:
+    """EmptyDatasetError naming what was quarantined when no row would be published."""
+    if allow_empty or any(part["num_rows"] for marker in markers for part in marker["parts"]):
+        return
+    quarantine = [q for m in markers for q in m["quarantine"]] + [
+        q for m in markers for p in m["parts"] for q in p["quarantine"]]
+    reasons = Counter(q["reason"] for q in quarantine)
+    summary = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items())) or "nothing"
+    first = f"; first: {quarantine[0]['detail']}" if quarantine else ""
+    raise EmptyDatasetError(
+        f"{config.input_url}: no structure to publish ({sum(m['num_read'] for m in markers)} read; "
+        f"quarantined: {summary}{first}). Fix the input, or pass --allow-empty (allow_empty=True) "
+        "to publish an empty dataset")

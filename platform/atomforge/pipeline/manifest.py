@@ -1,22 +1,22 @@
 """The manifest: assembled from completion markers, checked against a listing, written last to publish.
 
-Keys (all JSON): schema_version, code_version, fingerprint, corpus, input_url, formats, graph,
-split, datasets {name: {energy_convention}}, sources [{path, bytes, sha256}], counts {read,
-written, quarantined, splits {split: {rows, atoms}}}, shards [{path, format, split, datasets,
-rows, atoms, bytes, sha256, num_atoms_histogram}], statistics {dataset: {linear_reference, energy_mean, energy_std,
-force_rms, num_structures, num_with_energy, num_atoms_histogram}}, quarantine {path, counts}.
+Keys (all JSON): schema_version, code_version, fingerprint (of the config), version (config +
+source bytes: the shards' `v-<version>/` prefix), previous {version, changed_sources [{path,
+change}]} or null, corpus, input_url, formats, graph, split, datasets {name: {energy_convention}},
+sources [{path, bytes, stamp, sha256}], counts {read, written, quarantined, read_complete,
+uncounted_sources [{path, records}], splits {split: {rows, atoms}}}, shards [{path, format, split,
+datasets, rows, atoms, bytes, sha256, num_atoms_histogram}], statistics {dataset:
+{linear_reference, energy_mean, energy_std, force_rms, num_structures, num_with_energy,
+num_atoms_histogram}}, quarantine {path, counts {reason: n}} (reasons: docs/bad-data.md).
 Storage options (endpoints, credentials) are never part of it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from collections import Counter
 from pathlib import Path
-
-import fsspec
 
 import atomforge
 from atomforge.pipeline.config import SPLITS, PipelineConfig
@@ -45,29 +45,6 @@ def code_version() -> dict:
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"atomforge": atomforge.__version__, "git_commit": commit}
-
-
-def _checksum(path: str, storage_options: dict | None) -> dict:
-    fs, local = fsspec.core.url_to_fs(path, **(storage_options or {}))
-
-    def digest() -> dict:
-        sha = hashlib.sha256()
-        with fs.open(local, "rb") as handle:
-            while chunk := handle.read(1 << 22):
-                sha.update(chunk)
-        return {"path": path, "bytes": int(fs.size(local)), "sha256": sha.hexdigest()}
-
-    return retry(digest, f"checksum {path}")
-
-
-def source_files(fs, cache_path: str, units, storage_options: dict | None) -> list[dict]:
-    """Sizes and sha256 of every source file of the units, computed once per output version (cached)."""
-    if exists(fs, cache_path):
-        return json.loads(read_bytes(fs, cache_path))
-    paths = list(dict.fromkeys(unit.path for unit in units))
-    sources = [_checksum(path, storage_options) for path in paths]
-    write_bytes(fs, cache_path, json.dumps(sources, indent=1).encode())
-    return sources
 
 
 def _check_listed(fs, root: str, version: str, shards: list[dict]) -> None:
@@ -107,11 +84,15 @@ def read_completeness(quarantine: list[dict]) -> dict:
             "uncounted_sources": [{"path": path, "records": "unknown, file unreadable"} for path in uncounted]}
 
 
-def build(config: PipelineConfig, reader, unit_markers: list[dict], sources: list[dict], quarantine_path: str
-          ) -> tuple[dict, list[dict]]:
-    """(manifest, quarantine records) from the unit markers, in plan order; checks counts reconcile."""
+def build(config: PipelineConfig, reader, unit_markers: list[dict], sources: list[dict], layout,
+          extra_quarantine: list[dict], previous: dict | None) -> tuple[dict, list[dict]]:
+    """(manifest, quarantine records) from the unit markers, in plan order; checks counts reconcile.
+
+    `extra_quarantine`: records dropped at publish time (duplicates), already gone from the parts.
+    """
     parts = [part for marker in unit_markers for part in marker["parts"]]
-    quarantine = [q for m in unit_markers for q in m["quarantine"]] + [q for p in parts for q in p["quarantine"]]
+    quarantine = ([q for m in unit_markers for q in m["quarantine"]] + [q for p in parts for q in p["quarantine"]]
+                  + extra_quarantine)
     num_read = sum(m["num_read"] for m in unit_markers)
     num_written = sum(p["num_rows"] for p in parts)
     if num_read != num_written + len(quarantine):
@@ -130,6 +111,8 @@ def build(config: PipelineConfig, reader, unit_markers: list[dict], sources: lis
         "schema_version": SCHEMA_VERSION,
         "code_version": code_version(),
         "fingerprint": config.fingerprint,
+        "version": layout.version.removeprefix("v-"),
+        "previous": previous,
         "corpus": config.corpus,
         "input_url": config.input_url,
         "formats": list(config.formats),
@@ -144,14 +127,15 @@ def build(config: PipelineConfig, reader, unit_markers: list[dict], sources: lis
                    **read_completeness(quarantine)},
         "shards": [shard for part in parts for shard in part["shards"]],
         "statistics": {name: acc.finalize() for name, acc in sorted(stats.items())},
-        "quarantine": {"path": quarantine_path, "counts": dict(sorted(Counter(q["reason"] for q in quarantine).items()))},
+        "quarantine": {"path": layout.quarantine, "counts": dict(sorted(Counter(q["reason"] for q in quarantine).items()))},
     }
     return manifest, quarantine
 
 
-def publish(fs, layout, config: PipelineConfig, reader, unit_markers: list[dict], sources: list[dict]) -> dict:
+def publish(fs, layout, config: PipelineConfig, reader, unit_markers: list[dict], sources: list[dict],
+            extra_quarantine: list[dict], previous: dict | None) -> dict:
     """Check every shard is listed, write the quarantine table, then the manifest (last)."""
-    manifest, quarantine = build(config, reader, unit_markers, sources, layout.quarantine)
+    manifest, quarantine = build(config, reader, unit_markers, sources, layout, extra_quarantine, previous)
     _check_listed(fs, layout.root, layout.version, manifest["shards"])
     write_quarantine(fs, layout.root, layout.quarantine, quarantine)
     write_bytes(fs, layout.manifest, json.dumps(manifest, indent=1, sort_keys=True).encode())
