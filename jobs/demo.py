@@ -25,19 +25,21 @@ import sys
 import time
 from pathlib import Path
 
+from atomforge.cli import add_debug_flag, run_main
+
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN_TASKS = ("oc20", "oc22", "ani1x", "transition1x")
 
 
 def run(step: str, argv: list[str]) -> None:
-    """Run one entry script; stop the demo with its exit code if it fails."""
+    """Run one entry script; stop the demo with its exit code if it fails (its error is already printed)."""
     print(f"\n=== {step}\n$ python {' '.join(argv)}", flush=True)
     t0 = time.perf_counter()
     # Tiny demo models: one torch thread per process beats threads contending for a laptop's cores.
     env = {"OMP_NUM_THREADS": "1", **os.environ}
     result = subprocess.run([sys.executable, *argv], cwd=REPO, env=env)
     if result.returncode != 0:
-        sys.exit(f"demo step '{step}' failed with exit code {result.returncode}")
+        raise ValueError(f"demo step '{step}' failed with exit code {result.returncode} (its message is above)")
     print(f"--- {step}: {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -47,12 +49,13 @@ def fresh(path: Path) -> Path:
     return path
 
 
-def main() -> None:
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=Path("demo_out"))
     parser.add_argument("--size", choices=("tiny", "small", "medium"), default="small")
     parser.add_argument("--num-cpus", type=int, default=2)
-    args = parser.parse_args()
+    add_debug_flag(parser)
+    args = parser.parse_args(argv)
     out = args.output.resolve()
     raw, shards = out / "raw", out / "shards"
     pretrain, finetune, export = out / "pretrain", out / "finetune", out / "export"
@@ -79,7 +82,12 @@ def main() -> None:
     print(f"exported model   : {export}  (atomforge.load_pretrained('{export}'))")
     for picture in pictures:
         print(f"picture          : {picture}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -16,6 +16,7 @@ import sys
 
 from atomforge.artifacts.export import export
 from atomforge.artifacts.reference import load_model
+from atomforge.cli import add_debug_flag, run_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,17 +26,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="write the files, upload nothing")
     parser.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA copy")
     parser.add_argument("--license", default="apache-2.0", help="licence id written into the model card")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
-    try:
-        result = export(load_model(args.checkpoint, use_ema=not args.no_ema), args.to, dry_run=args.dry_run,
-                        token=os.environ.get("HF_TOKEN") or None, license_id=args.license)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    result = export(load_model(args.checkpoint, use_ema=not args.no_ema), args.to, dry_run=args.dry_run,
+                    token=os.environ.get("HF_TOKEN") or None, license_id=args.license)
     for name, size in result.files.items():
         print(f"  {name:<20} {size:>10,d} bytes")
     if result.repo_id and result.uploaded:
@@ -45,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"exported to {result.folder}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 
+from atomforge.cli import add_debug_flag, run_main
 from atomforge.finetune.plots import write_plots
 from atomforge.finetune.run import compare, run_variant
 from atomforge.recipes.finetune import RECIPES, recipe
@@ -32,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--from-scratch", action="store_true", help="same architecture and budget, no pretraining")
     mode.add_argument("--compare", action="store_true", help="run pretrained and scratch, print them side by side")
     parser.add_argument("--output", help="output directory (default: the recipe's)")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -44,26 +46,26 @@ def build_config(args: argparse.Namespace):
     return apply_overrides(recipe(args.recipe), overrides)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
-    try:
-        config = build_config(args)
-        if not args.from_scratch and not args.checkpoint:
-            raise ValueError("--checkpoint is required unless --from-scratch")
-        if args.compare:
-            table, _ = compare(config, args.checkpoint)
-            pictures = write_plots(config.output, args.checkpoint)
-            print(f"\n{config.name}: pretrained vs from scratch (same architecture and budget)\n{table}")
-            print(f"\nwritten: {config.output}/comparison.json, {config.output}/{{pretrained,scratch}}/, "
-                  + ", ".join(str(p) for p in pictures))
-            return 0
-        summary = run_variant(config, args.checkpoint, "scratch" if args.from_scratch else "pretrained")
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = build_config(args)
+    if not args.from_scratch and not args.checkpoint:
+        raise ValueError("--checkpoint is required unless --from-scratch")
+    if args.compare:
+        table, _ = compare(config, args.checkpoint)
+        pictures = write_plots(config.output, args.checkpoint)
+        print(f"\n{config.name}: pretrained vs from scratch (same architecture and budget)\n{table}")
+        print(f"\nwritten: {config.output}/comparison.json, {config.output}/{{pretrained,scratch}}/, "
+              + ", ".join(str(p) for p in pictures))
+        return 0
+    summary = run_variant(config, args.checkpoint, "scratch" if args.from_scratch else "pretrained")
     print(json.dumps(summary.metrics, indent=2))
     print(f"written: {summary.output}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@
 
 Runs on the Ray cluster at RAY_ADDRESS (a `ray job submit` sets it) or starts a local one. Storage
 credentials and endpoints come from the environment (AWS_* variables, read by s3fs/botocore on
-every node), never from flags. See docs/training.md.
+every node), never from flags. Before any worker starts, every task's manifest must parse and
+every shard it lists must exist with its listed size (--verify-data: and its sha256). Errors are
+one line and exit code 2 (--debug: the traceback). See docs/training.md.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import ray
 from atomforge.artifacts.checkpoint import latest_checkpoint
+from atomforge.cli import add_debug_flag, run_main
 from atomforge.recipes.jmp import RECIPES, recipe, with_data
 from atomforge.training.config import absolute_local_paths, apply_overrides
 from atomforge.training.launch import train
@@ -34,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", help="run directory (local path or s3://...); checkpoints and logs go here")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     parser.add_argument("--num-workers", type=int, help="Ray Train workers (0 = in the driver process)")
+    parser.add_argument("--verify-data", action="store_true", help="check every shard's sha256 before training")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -41,7 +46,7 @@ def build_config(args: argparse.Namespace):
     config = recipe(args.recipe)
     urls = dict(item.split("=", 1) for item in args.data if "=" in item)
     if len(urls) != len(args.data):
-        raise SystemExit(f"--data expects TASK=URL, got {args.data}")
+        raise ValueError(f"--data expects TASK=URL, got {args.data}")
     config = with_data(config, urls)
     overrides = list(args.overrides)
     if args.output:
@@ -51,23 +56,23 @@ def build_config(args: argparse.Namespace):
     return absolute_local_paths(apply_overrides(config, overrides))
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
-    try:
-        config = build_config(args)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = build_config(args)
     if config.scaling.num_workers > 0 and not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):  # a cluster: the image or the job's runtime_env provides atomforge
             ray.init(address=os.environ["RAY_ADDRESS"])
         else:  # a local Ray started here: its workers import atomforge from this checkout
             path = os.pathsep.join(filter(None, [str(REPO / "platform"), os.environ.get("PYTHONPATH")]))
             ray.init(runtime_env={"env_vars": {"PYTHONPATH": path}})
-    result = train(config, resume=args.resume)
+    result = train(config, resume=args.resume, verify_data=args.verify_data)
     step = result.metrics.get("step") if result.metrics else None
     print(f"done: step {step}, checkpoint {latest_checkpoint(config.checkpoint.output)}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
 
 
 if __name__ == "__main__":

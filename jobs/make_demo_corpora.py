@@ -17,6 +17,8 @@ import json
 import os
 import sys
 
+from atomforge.cli import add_debug_flag, run_main
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -26,10 +28,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--suite", choices=("demo", "replication"), default="demo")
     parser.add_argument("--molecules", nargs="+", default=["ethanol", "benzene"], help="replication: rMD17 molecules")
     parser.add_argument("--part", action="append", help="replication: only these parts (jmp, rmd17_<molecule>, water, bulk)")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before tblite loads: deterministic xTB sums
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # 3x3 solves in ASE's optimisers: threads only contend
@@ -43,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         counts = make_demo_corpora(args.output, size=args.size, seed=args.seed)
     print(json.dumps({"output": args.output, "size": args.size, "seed": args.seed, **counts}))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
 
 
 if __name__ == "__main__":

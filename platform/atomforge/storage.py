@@ -8,11 +8,13 @@ environment); they are never written to manifests or logs: use `redact` for anyt
 Transient failures (connection resets, 5xx, throttling) are retried twice over: botocore retries
 each HTTP request (`S3_RETRY_CONFIG`), and `retry` repeats a whole write or read with exponential
 backoff, so a shard or marker is either fully written or the call raises after `attempts`.
+Permanent failures (a missing path, no permission, a read-only or full filesystem) raise at once.
 """
 
 from __future__ import annotations
 
 import copy
+import errno
 import logging
 import os
 import random
@@ -28,6 +30,8 @@ T = TypeVar("T")
 
 S3_RETRY_CONFIG = {"retries": {"max_attempts": 8, "mode": "standard"}, "connect_timeout": 10, "read_timeout": 60}
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+_PERMANENT_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR,
+                     errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.EEXIST}
 _SECRET_KEYS = ("key", "secret", "token", "password", "endpoint", "aws_", "credential")
 
 
@@ -49,7 +53,7 @@ def filesystem(url: str, storage_options: dict | None = None) -> tuple[fsspec.Ab
 
 def is_transient(error: BaseException) -> bool:
     """True for errors worth retrying: connection problems, 5xx and throttling, not missing files."""
-    if isinstance(error, _PERMANENT):
+    if isinstance(error, _PERMANENT) or getattr(error, "errno", None) in _PERMANENT_ERRNOS:
         return False
     if isinstance(error, (ConnectionError, TimeoutError, OSError)):
         return True

@@ -103,7 +103,8 @@ def test_cli_options_are_frozen():
     args = module.parse_args(["--corpus", "oc20", "--input", "in", "--output", "out"])
     assert sorted(vars(args)) == sorted([
         "corpus", "input", "output", "format", "cutoff", "skin", "max_neighbors", "k_store", "shard_size",
-        "split_fractions", "seed", "option", "num_cpus", "num_workers", "backend", "no_progress"])
+        "split_fractions", "seed", "option", "num_cpus", "num_workers", "backend", "no_progress", "trust_pickle",
+        "allow_empty", "debug"])
     config = module.PipelineConfig.for_corpus("oc20", "in", "out")
     assert (config.cutoff, config.max_neighbors, config.k_store, config.skin) == (12.0, 30, 40, 0.5)
     assert module.PipelineConfig.for_corpus("transition1x", "in", "out").cutoff == 8.0

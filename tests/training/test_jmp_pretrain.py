@@ -14,7 +14,8 @@ from atomforge.artifacts.checkpoint import read_state
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "jobs" / "jmp_pretrain.py"
-ALLOWED_FLAGS = {"-h", "--help", "--recipe", "--set", "--data", "--output", "--resume", "--num-workers"}
+ALLOWED_FLAGS = {"-h", "--help", "--recipe", "--set", "--data", "--output", "--resume", "--num-workers",
+                 "--verify-data", "--debug"}
 
 
 def run_job(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

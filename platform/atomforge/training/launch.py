@@ -9,6 +9,7 @@ import ray.train
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from atomforge.artifacts.checkpoint import latest_checkpoint
+from atomforge.shards import open_shards
 from atomforge.storage import arrow_filesystem, filesystem
 from atomforge.training.config import TrainConfig, check_cutoffs, to_jsonable
 from atomforge.training.data import open_source, resolve_spec
@@ -68,16 +69,25 @@ def build_trainer(config: TrainConfig) -> TorchTrainer:
     )
 
 
-def check_data(config: TrainConfig) -> list[str]:
-    """Open every task's manifest in the driver, so a wrong URL, a graph the model cannot use or a
-    supervised objective on an unlabeled corpus fails before any worker starts. Returns (and
-    emits as warnings) what the run will silently do without, e.g. a stress term no task feeds."""
+def check_data(config: TrainConfig, verify: bool = False) -> list[str]:
+    """Open every task's manifest in the driver, so a wrong URL, a graph the model cannot use, a
+    supervised objective on an unlabeled corpus or a missing shard fails before any worker starts.
+
+    Every shard a task reads must exist with its listed size (`verify`: and its sha256); errors name
+    the task and the file. Returns (and emits as warnings) what the run will silently do without,
+    e.g. a stress term no task feeds.
+    """
     check_cutoffs(config)
     specs = {}
     for name, task in config.data.tasks.items():
-        source = open_source(name, task.url)
+        try:
+            source = open_source(name, task.url)
+            shard_set = open_shards(task.url)
+        except (ValueError, OSError) as error:
+            raise ValueError(f"task {name!r}: {error}") from error
         if source.num_rows(config.data.train_split) == 0:
             raise ValueError(f"task {name!r}: {task.url} has no {config.data.train_split!r} rows")
+        check_shards(name, task.url, shard_set, source, verify)
         specs[name] = resolve_spec(task.spec, source)
     notes = build_objective(config.objectives).check_labels(specs)
     for note in notes:
@@ -85,9 +95,23 @@ def check_data(config: TrainConfig) -> list[str]:
     return notes
 
 
-def train(config: TrainConfig, resume: bool = False):
-    """Run `config` to completion on the connected Ray cluster; returns Ray Train's Result."""
-    check_data(config)
+def check_shards(name: str, url: str, shard_set, source, verify: bool) -> None:
+    """ValueError naming the task and up to three shards that are missing, resized or (verify) altered."""
+    shards = [s for split in source.files for s in shard_set.shards(split, "parquet", name)]
+    problems = shard_set.missing(shards)
+    if verify and not problems:
+        problems = [f"{path} (sha256 differs from the manifest)" for path in shard_set.verify(shards)]
+    if problems:
+        raise ValueError(f"task {name!r}: {url}: {len(problems)} listed shards unusable, e.g. "
+                         f"{'; '.join(problems[:3])}: rerun the preprocessing into a fresh output")
+
+
+def train(config: TrainConfig, resume: bool = False, verify_data: bool = False):
+    """Run `config` to completion on the connected Ray cluster; returns Ray Train's Result.
+
+    `verify_data`: check every shard's sha256 before starting (reads all the data once).
+    """
+    check_data(config, verify_data)
     check_output(config, resume)
     write_resolved_config(config)
     return build_trainer(config).fit()
