@@ -26,6 +26,7 @@ HINTS = {  # errno -> what to do
     errno.EPERM: "no permission: choose a location you can write to, or fix its permissions",
     errno.ENOSPC: "the disk is full: free space or choose another --output",
     errno.EDQUOT: "the disk quota is exhausted: free space or choose another --output",
+    errno.ENOTDIR: "a parent of this path is a file, not a folder: choose another path",
 }
 
 
