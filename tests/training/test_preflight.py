@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 def ani_shards(demo_dir, tmp_path_factory) -> Path:
     """The demo ANI-1x corpus through the real pipeline (manifest with sizes and sha256)."""
     out = tmp_path_factory.mktemp("preflight") / "ani1x"
-    config = PipelineConfig.for_corpus("ani1x", str(demo_dir / "ani1x"), str(out), cutoff=4.0, max_neighbors=8,
-                                       shard_size=4)
+    cutoff = recipe("debug_cpu").data.tasks["ani1x"].spec.cutoff  # the graph must serve the model's cutoff
+    config = PipelineConfig.for_corpus("ani1x", str(demo_dir / "ani1x"), str(out), cutoff=cutoff, shard_size=4)
     run_pipeline(config, read_corpus("ani1x", str(demo_dir / "ani1x")), backend="local")
     return out
 
