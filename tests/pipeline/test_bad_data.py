@@ -85,6 +85,18 @@ def test_txt_missing_a_middle_line_quarantines_the_pair_and_writes_no_mispaired_
     assert len(spoiled) == len(bad.oc20_ids(demo_dir / "oc20" / "0.extxyz")) > 10
 
 
+def test_missing_txt_quarantines_the_pair_and_its_arrival_is_a_change(clean_oc20, demo_dir, tmp_path):
+    folder = bad.copy_corpus(demo_dir, "oc20", tmp_path / "oc20")
+    txt = (folder / "1.txt.xz").read_bytes()
+    (folder / "1.txt.xz").unlink()
+    manifest = preprocess("oc20", folder, tmp_path / "out")
+    clean_oc20.expect(tmp_path / "out", manifest, bad.oc20_ids(demo_dir / "oc20" / "1.extxyz.xz"), "unpaired_frame")
+    (folder / "1.txt.xz").write_bytes(txt)
+    again = preprocess("oc20", folder, tmp_path / "out")
+    assert again["previous"]["changed_sources"] == [{"path": str(folder / "1.txt.xz"), "change": "modified"}]
+    assert rows(tmp_path / "out") == clean_oc20.rows
+
+
 @pytest.mark.parametrize("kind", sorted(bad.FRAME_EDITS))
 def test_one_bad_extxyz_frame_costs_only_that_frame(clean_oc20, demo_dir, tmp_path, kind):
     folder = bad.copy_corpus(demo_dir, "oc20", tmp_path / "oc20")

@@ -21,9 +21,16 @@ STAMP_KEYS = ("ETag", "etag", "mtime", "LastModified", "last_modified", "created
 
 
 def stamp(url: str, storage_options: dict | None) -> dict:
-    """{path, bytes, stamp} of one source from a metadata call (no data read)."""
+    """{path, bytes, stamp} of one source from a metadata call (no data read).
+
+    A source a reader expects but cannot find (an OC20 pair's missing txt) is recorded as
+    bytes None, stamp "missing": its records are quarantined, and its arrival is a change.
+    """
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    info = retry(lambda: fs.info(path), f"stat {url}")
+    try:
+        info = retry(lambda: fs.info(path), f"stat {url}")
+    except FileNotFoundError:
+        return {"path": url, "bytes": None, "stamp": "missing"}
     value = next((info[key] for key in STAMP_KEYS if info.get(key) is not None), None)
     return {"path": url, "bytes": int(info["size"]), "stamp": None if value is None else str(value)}
 
@@ -43,7 +50,7 @@ def sha256(url: str, storage_options: dict | None) -> str:
 
 
 def stamps(paths: list[str], storage_options: dict | None) -> list[dict]:
-    """Stamps of `paths` in order; a listed file that vanished raises FileNotFoundError naming it."""
+    """Stamps of `paths` in order."""
     return [stamp(path, storage_options) for path in paths]
 
 
@@ -53,7 +60,8 @@ def with_checksums(fs, work_root: str, current: list[dict], storage_options: dic
     cache = f"{work_root}/sources-{key}.json"
     if exists(fs, cache):
         return json.loads(read_bytes(fs, cache))
-    sources = [{**entry, "sha256": sha256(entry["path"], storage_options)} for entry in current]
+    sources = [{**entry, "sha256": None if entry["bytes"] is None else sha256(entry["path"], storage_options)}
+               for entry in current]
     write_bytes(fs, cache, json.dumps(sources, indent=1).encode())
     return sources
 
@@ -78,6 +86,6 @@ def changed_sources(published: list[dict], current: list[dict], storage_options:
         old, new = before[path], now[path]
         if old["bytes"] != new["bytes"]:
             changes.append({"path": path, "change": "modified"})
-        elif old.get("stamp") != new["stamp"] and old.get("sha256") != sha256(path, storage_options):
+        elif old.get("stamp") != new["stamp"] and new["bytes"] is not None and old.get("sha256") != sha256(path, storage_options):
             changes.append({"path": path, "change": "modified"})
     return sorted(changes, key=lambda c: c["path"])
