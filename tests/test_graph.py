@@ -6,8 +6,16 @@ import torch
 from ase import Atoms
 from ase.build import add_adsorbate, bulk, fcc111, molecule
 from ase.neighborlist import neighbor_list
-from atomforge.graph import edge_vectors, needs_rebuild, neighbor_graph, refilter
-from atomforge.schema import from_ase
+from atomforge.graph import (
+    _radius_pairs,
+    closest_pair,
+    edge_vectors,
+    needs_rebuild,
+    neighbor_graph,
+    refilter,
+    search_graph,
+)
+from atomforge.schema import MIN_DISTANCE, from_ase
 
 
 def edge_set(src, dst, shifts):
@@ -204,3 +212,67 @@ def test_rebuild_detected_when_truncation_could_change():
     pos0, cell, ei, sh = tensors(s, stored)
     moved = pos0 + 0.3 * torch.randn(pos0.shape, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
     assert needs_rebuild(pos0, moved, cell, ei, sh, 6.0, 1.0, 13, 12)
+
+
+def reference_order(atoms: Atoms, radius: float, k: int | None):
+    """The documented order by definition, from ASE's pairs: (dst, d rounded 1e-8, src, shift), first K per dst."""
+    a = atoms.copy()
+    a.positions = a.positions.astype(np.float32).astype(np.float64)
+    i, j, shifts, d = neighbor_list("ijSd", a, radius)
+    rows = sorted(zip(i.tolist(), np.round(d, 8).tolist(), j.tolist(), map(tuple, shifts.tolist())))
+    kept, count = [], {}
+    for dst, _, src, shift in rows:
+        count[dst] = count.get(dst, 0) + 1
+        if k is None or count[dst] <= k:
+            kept.append((src, dst, shift))
+    return kept
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("k", [None, 1, 7, 40])
+def test_one_search_graph_is_the_documented_order(name, k):
+    atoms, cutoff = CASES[name]
+    s = from_ase(atoms, name)
+    search = search_graph(s.positions, s.cell, s.pbc, cutoff, k)
+    mine = list(zip(search.graph.edge_index[0].tolist(), search.graph.edge_index[1].tolist(),
+                    map(tuple, search.graph.shifts.tolist())))
+    assert mine == reference_order(atoms, cutoff, k)
+
+
+def test_tie_heavy_fcc_orders_like_the_definition_at_every_k():
+    b = bulk("Cu", "fcc", a=4.0, cubic=True) * (2, 2, 2)  # exact ties in float32 (see above)
+    s = from_ase(b, "fcc")
+    for k in range(1, 20):
+        g = search_graph(s.positions, s.cell, s.pbc, 4.5, k).graph
+        assert list(zip(g.edge_index[0].tolist(), g.edge_index[1].tolist(), map(tuple, g.shifts.tolist()))) \
+            == reference_order(b, 4.5, k)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_search_distances_are_edge_vector_distances(name):
+    atoms, cutoff = CASES[name]
+    s = from_ase(atoms, name)
+    positions = s.positions.astype(np.float32).astype(np.float64)
+    src, dst, shifts, distance = _radius_pairs(positions, s.cell, s.pbc, cutoff)
+    cell = s.cell if s.pbc.any() else None
+    recomputed = np.linalg.norm(edge_vectors(positions, cell, (src, dst), shifts.astype(np.float64)), axis=1)
+    np.testing.assert_allclose(distance, recomputed, rtol=0, atol=1e-12)  # the stored order's distances
+
+
+@pytest.mark.parametrize("case", [
+    (np.array([[0.01, 0, 0], [4.96, 0, 0]]), np.eye(3) * 5.0, [True, True, True]),  # through the boundary
+    (np.array([[0.0, 0, 0], [0.03, 0.02, 0], [2.0, 2, 2]]), None, [False, False, False]),  # molecule
+    (np.array([[0.0, 0, 0]]), np.diag([0.07, 5.0, 5.0]), [True, True, True]),  # an atom and its own image
+    (np.array([[0.0, 0, 0], [1.5, 1.5, 1.5]]), np.eye(3) * 4.0, [True, True, True]),  # nothing close
+])
+def test_closest_pair_of_the_graph_search_equals_the_separate_search(case):
+    positions, cell, pbc = case
+    search = search_graph(positions, cell, pbc, 6.0, 30)
+    separate = closest_pair(positions, cell, pbc, MIN_DISTANCE)
+    seen = None if search.closest is None or search.closest[2] >= MIN_DISTANCE else search.closest
+    if separate is None:
+        assert seen is None
+    else:
+        # the graph search sees the positions as stored (float32), the separate one float64
+        assert seen is not None and seen[2] == pytest.approx(separate[2], abs=1e-6)
+        assert {seen[0], seen[1]} == {separate[0], separate[1]}

@@ -15,8 +15,11 @@ Conventions, stated once for the whole platform:
         by lower src index, then lexicographically smaller shift.
     "tolerant" (fairchem-like): every edge with d <= d_K + 0.01 Å, so a tie-heavy shell is kept
         whole and an atom can exceed K.
-- Distances are always recomputed here in float64 from the stored float32 positions, so a fresh
-  build and a re-filter of stored pairs order exact ties identically.
+- Distances are always recomputed here in float64 from the stored float32 positions
+  (`edge_lengths`, one formula for numpy and torch), so a fresh build and a re-filter of stored
+  pairs order exact ties identically.
+- One search per structure: `search_graph` also returns the closest pair it saw (periodic images
+  included), so validation's minimum-distance rule needs no second search.
 
 Storage uses `cutoff + skin` and up to `K_store >= K` neighbors (strict). At load time
 `refilter` recomputes distances from new positions (after a corruption, say), keeps the pairs
@@ -88,8 +91,20 @@ def edge_lengths(positions, cell, edge_index, shifts):
     return np.sqrt(squared) if isinstance(squared, np.ndarray) else torch.sqrt(squared)
 
 
+class GraphSearch(NamedTuple):
+    """One neighbor search's results: the stored graph and the closest pair the search saw.
+
+    `closest` is (src, dst, distance Å) of the nearest pair within the search radius (periodic
+    images of one atom included), taken before nearest-K truncation, or None when no pair is
+    within the radius. Validation reads it instead of searching again (`schema.MIN_DISTANCE`).
+    """
+
+    graph: NeighborGraph
+    closest: tuple[int, int, float] | None
+
+
 def _radius_pairs(positions: np.ndarray, cell, pbc, cutoff: float):
-    """All pairs within `cutoff`: src, dst, shift, distance (float64, recomputed)."""
+    """All pairs within `cutoff`: src, dst, shift (int64), distance (float64, `edge_lengths`)."""
     box, periodic = _vesin_box(cell, pbc)
     calculator = vesin.NeighborList(cutoff=float(cutoff) * (1 + 1e-9) + 1e-9, full_list=True)
     i, j, shifts = calculator.compute(points=positions, box=box, periodic=periodic, quantities="ijS")
@@ -102,11 +117,23 @@ def _radius_pairs(positions: np.ndarray, cell, pbc, cutoff: float):
 
 
 def _order(src, dst, shifts, distance) -> np.ndarray:
-    """Permutation sorting edges by (dst, distance, src, shift)."""
-    # The three shift components packed into one int64 key (|shift| < 2^15 per axis).
-    packed = (shifts + 2**15).astype(np.int64)
-    shift_key = (packed[:, 0] << 32) | (packed[:, 1] << 16) | packed[:, 2]
-    return np.lexsort((shift_key, src, np.round(distance, TIE_DECIMALS), dst))
+    """Permutation sorting edges by (dst, distance rounded to TIE_DECIMALS, src, shift)."""
+    # The rounded distance as an integer count of 1e-8 Å orders exactly as np.round(d, TIE_DECIMALS).
+    ticks = np.rint(distance * 10.0**TIE_DECIMALS).astype(np.int64)
+    if len(ticks) == 0:
+        return np.zeros(0, dtype=np.int64)
+    low = int(shifts.min())  # one offset for all axes (per-axis reductions of (E, 3) are slow)
+    shift_bits = int(max(int(shifts.max()) - low, 1)).bit_length()
+    atom_bits = int(max(dst.max(), src.max(), 1)).bit_length()
+    tick_bits = int(max(ticks.max(), 1)).bit_length()
+    packed = shifts - low  # lexicographic order of (s0, s1, s2) kept by packing with a common offset
+    shift_key = (packed[:, 0] << (2 * shift_bits)) | (packed[:, 1] << shift_bits) | packed[:, 2]
+    if 2 * atom_bits + tick_bits + 3 * shift_bits <= 63:
+        # All four keys in one int64 (a 65-atom slab at 12 Å needs ~54 bits): one argsort, not a
+        # lexsort. Keys are unique ((src, dst, shift) is), so the fast unstable sort is deterministic.
+        key = (((dst << tick_bits | ticks) << atom_bits | src) << (3 * shift_bits)) | shift_key
+        return np.argsort(key)
+    return np.lexsort((shift_key, src, ticks, dst))
 
 
 def _rank_in_group(dst_sorted: np.ndarray, num_atoms: int) -> np.ndarray:
@@ -124,6 +151,37 @@ def _truncate(dst, distance, num_atoms: int, max_neighbors: int, tie_rule: str) 
     at_k = rank == max_neighbors - 1
     kth[dst[at_k]] = distance[at_k]
     return distance <= kth[dst] + TOLERANT_TIE
+
+
+def search_graph(positions, cell, pbc, radius: float, max_neighbors: int | None = None,
+                 tie_rule: str = "strict") -> GraphSearch:
+    """One vesin search within `radius` Å: the sorted, truncated graph and the closest pair.
+
+    Args:
+        positions (N, 3) Å (rounded to float32 first, as shards store them); cell (3, 3) Å or None;
+        pbc (3,) bool; radius = cutoff + skin; max_neighbors = K (None = keep all); tie_rule as
+        the module says.
+    Returns:
+        GraphSearch(graph, closest); the graph equals `neighbor_graph` with the same arguments.
+    """
+    _check_tie_rule(tie_rule)
+    positions = np.asarray(positions, dtype=np.float32).astype(np.float64).reshape(-1, 3)
+    pbc = np.zeros(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool)
+    num_atoms = len(positions)
+    src, dst, shifts, distance = _radius_pairs(positions, cell, pbc, radius)
+    closest = None
+    if len(distance):
+        k = int(np.argmin(distance))
+        closest = (int(src[k]), int(dst[k]), float(distance[k]))
+    within = distance <= radius  # vesin's radius is 1e-9 wider, so that no pair at the cutoff is lost
+    if not within.all():
+        src, dst, shifts, distance = src[within], dst[within], shifts[within], distance[within]
+    # One sort of every pair, then a rank cut: (E, 3) shifts are gathered once, at the end.
+    order = _order(src, dst, shifts, distance)
+    if max_neighbors is not None:
+        order = order[_truncate(dst[order], distance[order], num_atoms, max_neighbors, tie_rule)]
+    src, dst, shifts = src[order], dst[order], shifts[order]
+    return GraphSearch(NeighborGraph(edge_index=np.stack([src, dst]), shifts=shifts), closest)
 
 
 def _check_tie_rule(tie_rule: str) -> None:
@@ -152,19 +210,9 @@ def neighbor_graph(
     Returns:
         NeighborGraph(edge_index (2, E) [src, dst], shifts (E, 3) int), sorted as the module says.
     """
-    _check_tie_rule(tie_rule)
     if structure is not None:
         positions, cell, pbc = structure.positions, structure.cell, structure.pbc
-    positions = np.asarray(positions, dtype=np.float32).astype(np.float64).reshape(-1, 3)
-    pbc = np.zeros(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool)
-    num_atoms = len(positions)
-    src, dst, shifts, distance = _radius_pairs(positions, cell, pbc, cutoff + skin)
-    order = _order(src, dst, shifts, distance)
-    src, dst, shifts, distance = src[order], dst[order], shifts[order], distance[order]
-    if max_neighbors is not None:
-        keep = _truncate(dst, distance, num_atoms, max_neighbors, tie_rule)
-        src, dst, shifts = src[keep], dst[keep], shifts[keep]
-    return NeighborGraph(edge_index=np.stack([src, dst]), shifts=shifts)
+    return search_graph(positions, cell, pbc, cutoff + skin, max_neighbors, tie_rule).graph
 
 
 def _stored_distance(positions: torch.Tensor, cell, edge_index, shifts) -> torch.Tensor:
