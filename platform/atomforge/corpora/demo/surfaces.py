@@ -21,19 +21,27 @@ ADSORBATES = ("O", "H", "C", "N", "CO", "OH")
 GAS_REFERENCE = {"H": (("H2", 0.5),), "O": (("H2O", 1.0), ("H2", -1.0)),
                  "C": (("CO", 1.0), ("H2O", -1.0), ("H2", 1.0)), "N": (("N2", 0.5),)}
 S2EF_PROPERTIES = "species:S:1:pos:R:3:move_mask:L:1:tags:I:1:forces:R:3"
+SLAB_SIZE = (2, 2, 3)  # the demo's slabs: 12 metal atoms, fast enough for tests
 LEVEL_OF_THEORY = "ASE EMT (effective medium theory), not VASP RPBE/PBE DFT"
 
 
-def emt_slab(metal: str, facet: str):
-    """A (2, 2, 3) EMT slab with OC20 tags (top layer 1, below 0) and the bottom two layers fixed."""
+def emt_slab(metal: str, facet: str, size: tuple[int, int, int] = SLAB_SIZE):
+    """An EMT slab of `size` (a, b, layers) cells with the bottom two layers fixed, as in OC20.
+
+    OC20 tags: the free layers 1 (surface), the fixed ones 0 (sub-surface). (4, 4, 4) gives 64
+    metal atoms, near OC20's mean of ~73 atoms per adsorbate+slab system.
+    """
     from ase import build
     from ase.calculators.emt import EMT
     from ase.constraints import FixAtoms
 
-    slab = getattr(build, facet)(metal, size=(2, 2, 3), vacuum=7.0)
+    if len(size) != 3 or min(size) < 1 or size[2] < 3:
+        raise ValueError(f"slab size must be (a, b, layers) with layers >= 3, got {size}")
+    slab = getattr(build, facet)(metal, size=tuple(size), vacuum=7.0)
     layer = slab.get_tags()  # ASE: 1 = top layer, increasing downwards
-    slab.set_tags(np.where(layer == 1, 1, 0))
-    slab.set_constraint(FixAtoms(mask=layer >= 2))
+    fixed = layer >= size[2] - 1
+    slab.set_tags(np.where(fixed, 0, 1))
+    slab.set_constraint(FixAtoms(mask=fixed))
     slab.calc = EMT()
     return slab
 
@@ -70,14 +78,15 @@ def gas_references() -> dict[str, float]:
     return {el: sum(w * energies[m] for m, w in terms) for el, terms in GAS_REFERENCE.items()}
 
 
-def adsorbate_relaxation(rng: np.random.Generator, max_steps: int, references: dict[str, float]):
+def adsorbate_relaxation(rng: np.random.Generator, max_steps: int, references: dict[str, float],
+                         slab_size: tuple[int, int, int] = SLAB_SIZE):
     """(frames, reference energy eV, description) of one random adsorbate on one random slab."""
     from ase.build import add_adsorbate, molecule
     from ase.calculators.emt import EMT
     from ase.constraints import FixAtoms
 
     metal, facet, name = rng.choice(METALS), rng.choice(FACETS), rng.choice(ADSORBATES)
-    slab = emt_slab(metal, facet)
+    slab = emt_slab(metal, facet, slab_size)
     clean = relax(_with_emt(slab), max_steps)
     adsorbate = molecule(name) if len(name) > 1 else _atom(name)
     position = rng.uniform(0.0, 1.0, 2) @ slab.cell.array[:2, :2]
@@ -125,21 +134,23 @@ def s2ef_frame_text(atoms) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_oc20(out: Path, rng: np.random.Generator, num_systems: int, max_steps: int, systems_per_file: int) -> int:
-    """OC20 S2EF pairs `<i>.extxyz` + `<i>.txt` (odd-numbered pairs xz-compressed). Returns frames written."""
+def write_oc20(out: Path, rng: np.random.Generator, num_systems: int, max_steps: int, systems_per_file: int,
+               slab_size: tuple[int, int, int] = SLAB_SIZE, compress_odd: bool = True) -> int:
+    """OC20 S2EF pairs `<i>.extxyz` + `<i>.txt` (odd-numbered pairs xz-compressed unless
+    `compress_odd` is False). Returns frames written."""
     out.mkdir(parents=True, exist_ok=True)
     references = gas_references()
     num_frames, chunks = 0, [[]]
     for _ in range(num_systems):
         if len(chunks[-1]) == systems_per_file:
             chunks.append([])
-        frames, reference, _ = adsorbate_relaxation(rng, max_steps, references)
+        frames, reference, _ = adsorbate_relaxation(rng, max_steps, references, slab_size)
         chunks[-1].append((int(rng.integers(1, 2_500_000)), frames, reference))
     for index, chunk in enumerate(chunks):
         xyz = "".join(s2ef_frame_text(f) for _, frames, _ in chunk for f in frames)
         txt = "".join(f"random{sid},frame{fid},{ref:.8f}\n" for sid, frames, ref in chunk for fid in range(len(frames)))
         num_frames += sum(len(frames) for _, frames, _ in chunk)
-        if index % 2:
+        if index % 2 and compress_odd:
             (out / f"{index}.extxyz.xz").write_bytes(lzma.compress(xyz.encode()))
             (out / f"{index}.txt.xz").write_bytes(lzma.compress(txt.encode()))
         else:
