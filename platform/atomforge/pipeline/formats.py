@@ -69,6 +69,74 @@ def _fixed_list_column(values: list, kind: pa.FixedSizeListType) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(array, type=kind, mask=mask)
 
 
+def _lists(values: np.ndarray, lengths: np.ndarray, kind: pa.ListType, present: np.ndarray | None = None) -> pa.Array:
+    """A list column from concatenated `values` and per-row `lengths`; rows with present False are null."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = pa.array(np.ascontiguousarray(values).reshape(-1), type=kind.value_type)
+    mask = None if present is None or present.all() else pa.array(~present)
+    return pa.ListArray.from_arrays(pa.array(offsets), flat, type=kind, mask=mask)
+
+
+def _fixed(values: np.ndarray, kind: pa.FixedSizeListType, present: np.ndarray | None = None) -> pa.Array:
+    flat = pa.array(np.ascontiguousarray(values, dtype=kind.value_type.to_pandas_dtype()).reshape(-1),
+                    type=kind.value_type)
+    mask = None if present is None or present.all() else pa.array(~present)
+    return pa.FixedSizeListArray.from_arrays(flat, type=kind, mask=mask)
+
+
+def batch_to_arrow(batch, edges, split: np.ndarray) -> pa.Table:
+    """The shard table of a `StructureBatch` and its `columnar.BatchEdges`, built from whole columns.
+
+    Equals `schema.rows_to_table` over `schema.to_row(structure, graph, split)` row by row, without
+    a dict or an array per row: each list column is one values buffer plus offsets.
+    """
+    types = {f.name: f.arrow_type for f in FIELDS}
+    n_atoms = batch.num_atoms
+    n_edges = np.diff(edges.edge_offsets)
+    atom_of = batch.frame_of_atom
+
+    def optional_atoms(name: str, width: int, dtype) -> pa.Array:
+        present = getattr(batch, f"has_{name}")
+        values = getattr(batch, name)[present[atom_of]].astype(dtype)
+        return _lists(values, n_atoms * width * present, types[name], present)
+
+    def optional_scalar(name: str) -> pa.Array:
+        present = getattr(batch, f"has_{name}")
+        return pa.array(getattr(batch, name), type=types[name], mask=None if present.all() else ~present)
+
+    columns = {
+        "system_id": pa.array(batch.system_id.tolist(), type=pa.string()),
+        "dataset": pa.array(batch.dataset.tolist(), type=pa.string()),
+        "group_id": pa.array(batch.group_id.tolist(), type=pa.string()),
+        "frame_kind": pa.array(batch.frame_kind.tolist(), type=pa.string()),
+        "split": pa.array(list(split), type=pa.string()),
+        "num_atoms": pa.array(n_atoms.astype(np.int32)),
+        "num_edges": pa.array(n_edges.astype(np.int32)),
+        "atomic_numbers": _lists(batch.atomic_numbers.astype(np.uint8), n_atoms, types["atomic_numbers"]),
+        "positions": _lists(batch.positions.astype(np.float32), 3 * n_atoms, types["positions"]),
+        "cell": _fixed(batch.cell.reshape(-1, 9), types["cell"], batch.has_cell),
+        "pbc": _fixed(batch.pbc, types["pbc"]),
+        "energy": optional_scalar("energy"),
+        "total_energy": optional_scalar("total_energy"),
+        "forces": optional_atoms("forces", 3, np.float32),
+        "stress": _fixed(batch.stress.reshape(-1, 9), types["stress"], batch.has_stress),
+        "fixed": optional_atoms("fixed", 1, bool),
+        "tags": optional_atoms("tags", 1, np.int8),
+        "edge_src": _lists(edges.src, n_edges, types["edge_src"]),
+        "edge_dst": _lists(edges.dst, n_edges, types["edge_dst"]),
+        "edge_shift": _lists(edges.shifts, 3 * n_edges, types["edge_shift"]),
+    }
+    return pa.Table.from_arrays([columns[name] for name in ARROW_SCHEMA.names], schema=ARROW_SCHEMA)
+
+
+def write_parquet(table: pa.Table) -> bytes:
+    """One Parquet file (zstd, one row group) holding `table`."""
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=max(table.num_rows, 1), **PARQUET_OPTIONS)
+    return sink.getvalue()
+
+
 def encode_parquet(rows: list[dict[str, Any]]) -> bytes:
     """One Parquet file (zstd, one row group) holding `rows` with the shard schema."""
     sink = io.BytesIO()
