@@ -64,7 +64,7 @@ def test_real_oc20_tutorial_file_equals_ase():
 def test_generated_oc20_s2ef_files_equal_ase(tmp_path):
     from atomforge.corpora.demo import surfaces
 
-    surfaces.write_oc20(tmp_path, np.random.default_rng(5), 3, 4, 2, slab_size=(3, 3, 3))
+    surfaces.write_oc20(tmp_path, np.random.default_rng(5), 3, 3, 2)
     (tmp_path / "1.extxyz").write_bytes(lzma.decompress((tmp_path / "1.extxyz.xz").read_bytes()))
     assert sum(assert_same(tmp_path / f"{i}.extxyz") for i in (0, 1)) >= 6
 
