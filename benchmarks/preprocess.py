@@ -43,13 +43,14 @@ from atomforge.pipeline import PipelineConfig, run_pipeline  # noqa: E402
 SLAB_SIZE = (4, 4, 4)
 
 
-def generated_frames(folder: Path, num_systems: int, steps: int) -> tuple[list[str], list[str]]:
+def generated_frames(folder: Path, num_systems: int, steps: int, slab_size: tuple[int, int, int] = SLAB_SIZE
+                     ) -> tuple[list[str], list[str]]:
     """(frame texts, txt lines) of `num_systems` EMT relaxations in the OC20 S2EF format, cached in `folder`."""
     from atomforge.corpora.demo import surfaces
 
     if not (folder / "0.extxyz").exists():
         surfaces.write_oc20(folder, np.random.default_rng(0), num_systems, steps, num_systems,
-                            slab_size=SLAB_SIZE, compress_odd=False)
+                            slab_size=slab_size, compress_odd=False)
     lines = (folder / "0.extxyz").read_text().splitlines(keepends=True)
     frames, i = [], 0
     while i < len(lines):
