@@ -8,18 +8,11 @@ import numpy as np
 import pytest
 from atomforge.graph import neighbor_graph
 from atomforge.pipeline import PipelineConfig
-from atomforge.pipeline.columnar import (
-    Verdicts,
-    build_graphs,
-    check_labels_and_fields,
-    check_ranges,
-    split_labels,
-    take_edges,
-)
+from atomforge.pipeline.columnar import bad_records, build_graphs, check_ranges, split_labels, take_edges
 from atomforge.pipeline.formats import batch_to_arrow
 from atomforge.pipeline.stages import split_of
 from atomforge.schema import Structure, from_ase, rows_to_table, to_row
-from atomforge.structure_batch import StructureBatch, concatenate
+from atomforge.structure_batch import StructureBatch, Verdicts, check_labels_and_fields, concatenate
 from corpus_files import molecules, slabs
 
 
@@ -107,7 +100,7 @@ def corrupt(batch: StructureBatch, index: int, how: str) -> str:
         return "energy_out_of_range"
     if how == "duplicate":
         batch.system_id[index] = batch.system_id[0]
-        return "duplicate_id"
+        return "duplicate"
     raise AssertionError(how)
 
 
@@ -125,7 +118,7 @@ def test_written_ids_are_clean_ids_minus_exactly_the_corrupted_ones():
     check_labels_and_fields(batch, verdicts)
     check_ranges(batch, config(), set(), verdicts)
     build_graphs(batch, config(), verdicts)
-    bad = {r.system_id if r.reason != "duplicate_id" else f"dup:{r.source}": r for r in verdicts.bad_records()}
+    bad = {r.system_id if r.reason != "duplicate" else f"dup:{r.source}": r for r in bad_records(verdicts)}
     written = {str(batch.system_id[i]) for i in np.flatnonzero(verdicts.ok)}
     damaged = {str(clean[i].system_id) for i in range(1, len(DAMAGE) + 1)}
     assert written == {str(s.system_id) for s in clean} - damaged
@@ -145,7 +138,7 @@ def test_reasons_match_the_structure_constructor(how):
     verdicts = Verdicts(batch)
     check_labels_and_fields(batch, verdicts)
     build_graphs(batch, config(), verdicts)
-    detail = verdicts.bad_records()[0].detail
+    detail = bad_records(verdicts)[0].detail
     a, b = batch.atom_offsets[1], batch.atom_offsets[2]
     with pytest.raises(ValueError) as error:
         Structure("two", batch.atomic_numbers[a:b], batch.positions[a:b], cell=batch.cell[1], pbc=batch.pbc[1],

@@ -136,7 +136,7 @@ class StreamingCorpus:
         self.counts: Counter[str] = Counter()
         self.bad_records: list[BadRecord] = []
         for unit in self.work_units():
-            for record in self.read(unit):
+            for record in _one_by_one(self.read(unit)):
                 if isinstance(record, BadRecord):
                     self.counts[record.reason] += 1
                     if len(self.bad_records) < MAX_KEPT_BAD:
@@ -162,3 +162,28 @@ class StreamingCorpus:
 
     def read(self, unit: WorkUnit) -> Iterator[Structure | BadRecord]:
         raise NotImplementedError
+
+
+def _one_by_one(records: Iterator) -> Iterator[Structure | BadRecord]:
+    """Records with every `StructureBatch` (the pipeline's columnar chunks) expanded into Structures.
+
+    A batch's structures get the checks their constructor would make, with the same reasons as a
+    reader's `build_record` ("nan_label", "validation").
+    """
+    from atomforge.structure_batch import StructureBatch, Verdicts, check_labels_and_fields
+
+    for record in records:
+        if not isinstance(record, StructureBatch):
+            yield record
+            continue
+        verdicts = Verdicts(record)
+        check_labels_and_fields(record, verdicts)
+        for i in range(len(record)):
+            sid, source = str(record.system_id[i]), str(record.source[i])
+            if verdicts.reason[i] is not None:
+                yield BadRecord(sid, source, verdicts.reason[i], verdicts.detail[i])
+                continue
+            try:
+                yield record.structure(i)
+            except ValueError as err:  # atoms too close: the rule that needs a neighbor search
+                yield BadRecord(sid, source, "validation", f"{source}: {err}")
