@@ -19,6 +19,7 @@ pair, a malformed frame is one BadRecord and the next frame follows.
 from __future__ import annotations
 
 import lzma
+import os
 import zlib
 from collections.abc import Iterator
 
@@ -58,6 +59,13 @@ class OC20Reader(OpenCatalystReader):
             if sources.base_suffix(path) in EXTXYZ_SUFFIXES:
                 paths.append(paired_txt(path))
         return paths
+
+    def splittable_size(self, unit: WorkUnit) -> int | None:
+        """Bytes of a local, uncompressed extxyz (the executor may cut it into byte ranges), else None."""
+        if sources.base_suffix(unit.path) not in EXTXYZ_SUFFIXES or not sources.is_local(unit.path) \
+                or sources.strip_compression(unit.path) != unit.path:
+            return None
+        return os.path.getsize(sources.url_to_fs(unit.path)[1])
 
     def read(self, unit: WorkUnit) -> Iterator[Structure | StructureBatch | BadRecord]:
         """Frames of one extxyz/txt pair (or its byte range, or an LMDB record range), in file order.

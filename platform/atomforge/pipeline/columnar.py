@@ -18,7 +18,13 @@ from atomforge.corpora.base import BadRecord
 from atomforge.graph import search_graph
 from atomforge.pipeline.config import PipelineConfig
 from atomforge.schema import MIN_DISTANCE
-from atomforge.structure_batch import StructureBatch, Verdicts, per_structure_any
+from atomforge.structure_batch import (
+    StructureBatch,
+    Verdicts,
+    check_labels_and_fields,
+    concatenate,
+    per_structure_any,
+)
 
 INT8_MAX = 127
 
@@ -116,3 +122,64 @@ def split_labels(group_ids: np.ndarray, fractions: tuple[float, float, float], s
             split = cache[group] = "train" if u < train else "val" if u < train + val else "test"
         out[i] = split
     return out
+
+
+def admit(batch: StructureBatch, config: PipelineConfig, seen: set[str]
+          ) -> tuple[StructureBatch, np.ndarray, list[BadRecord], np.ndarray]:
+    """(the structures that pass the field and range rules, their splits (F',), quarantine records,
+    their indices in `batch` (F',))."""
+    verdicts = Verdicts(batch)
+    check_labels_and_fields(batch, verdicts)
+    check_ranges(batch, config, seen, verdicts)
+    kept = np.flatnonzero(verdicts.ok)
+    good = batch.take(kept)
+    return good, split_labels(good.group_id, config.split_fractions, config.seed), bad_records(verdicts), kept
+
+
+def graph_part(batch: StructureBatch, config: PipelineConfig, split: str):
+    """(shard table, the structures written, quarantine records) of one part: graphs and the Arrow table."""
+    from atomforge.pipeline.formats import batch_to_arrow
+
+    verdicts = Verdicts(batch)
+    edges = build_graphs(batch, config, verdicts)
+    keep = np.flatnonzero(verdicts.ok)
+    good = batch.take(keep)
+    table = batch_to_arrow(good, take_edges(edges, keep), np.full(len(good), split, dtype=object))
+    return table, good, bad_records(verdicts)
+
+
+class SplitBuffer:
+    """Structures waiting for one split's next part, in arrival order: Structures and batches alike."""
+
+    def __init__(self) -> None:
+        self.batches: list[StructureBatch] = []
+        self.pending: list = []  # Structures, turned into one batch when a batch follows or at a flush
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add_structure(self, structure) -> None:
+        self.pending.append(structure)
+        self.size += 1
+
+    def add_batch(self, batch: StructureBatch) -> None:
+        if len(batch):
+            self._settle()
+            self.batches.append(batch)
+            self.size += len(batch)
+
+    def pop(self, count: int) -> StructureBatch:
+        """The first `count` structures (or all) as one batch; the rest stay buffered."""
+        self._settle()
+        whole = concatenate(self.batches)
+        count = min(count, len(whole))
+        head, tail = whole.take(np.arange(count)), whole.take(np.arange(count, len(whole)))
+        self.batches = [tail] if len(tail) else []
+        self.size = len(tail)
+        return head
+
+    def _settle(self) -> None:
+        if self.pending:
+            self.batches.append(StructureBatch.from_structures(self.pending))
+            self.pending = []

@@ -33,16 +33,17 @@ from functools import partial
 import numpy as np
 
 from atomforge.corpora.base import BadRecord, WorkUnit
-from atomforge.pipeline import duplicates, provenance
+from atomforge.corpora.frame_ranges import split_units
+from atomforge.pipeline import columnar, duplicates, provenance
 from atomforge.pipeline import manifest as manifest_mod
 from atomforge.pipeline.config import SPLITS, PipelineConfig
-from atomforge.pipeline.formats import EXTENSIONS, encode_parquet, encode_webdataset
+from atomforge.pipeline.formats import EXTENSIONS, encode_webdataset, write_parquet
 from atomforge.pipeline.label_stats import StatsAccumulator
-from atomforge.pipeline.stages import Validator, graph_rows, read_unit, split_of
+from atomforge.pipeline.stages import Validator, read_unit, split_of
 from atomforge.storage import exists, filesystem, read_bytes, write_bytes
+from atomforge.structure_batch import StructureBatch
 
 log = logging.getLogger(__name__)
-ENCODERS = {"parquet": encode_parquet, "webdataset": encode_webdataset}
 
 
 def unit_id(unit: WorkUnit) -> str:
@@ -101,32 +102,32 @@ def _dump_json(fs, path: str, data: dict) -> None:
 
 
 def write_part(fs, layout: Layout, config: PipelineConfig, uid: str, source: str, split: str, part: int,
-               structures: list) -> dict:
+               batch: StructureBatch) -> dict:
     """Graph and write one part (one shard per format) and its marker; a finished part is only loaded."""
     marker_path = layout.part_marker(uid, split, part)
     if exists(fs, marker_path):
         return _load_json(fs, marker_path)
-    rows, bad = graph_rows(structures, config, split, source)
-    bad_ids = {b.system_id for b in bad}
+    table, good, bad = columnar.graph_part(batch, config, split)
     stats: dict[str, StatsAccumulator] = {}
-    for s in structures:
-        if s.system_id not in bad_ids:
-            stats.setdefault(s.dataset, StatsAccumulator()).add(s)
+    datasets = sorted(set(good.dataset.tolist()))
+    for name in datasets:
+        members = good if len(datasets) == 1 else good.take(np.flatnonzero(good.dataset == name))
+        stats.setdefault(name, StatsAccumulator()).add_batch(members)
     shards = []
-    datasets = sorted({row["dataset"] for row in rows})
-    sizes, counts = np.unique([row["num_atoms"] for row in rows], return_counts=True)
+    sizes, counts = np.unique(good.num_atoms, return_counts=True)
     histogram = {"num_atoms": sizes.tolist(), "count": counts.tolist()}  # atom-budget samplers never open data
-    for fmt in config.formats if rows else ():
-        data = ENCODERS[fmt](rows)
+    num_atoms = int(good.num_atoms.sum())
+    for fmt in config.formats if table.num_rows else ():
+        data = write_parquet(table) if fmt == "parquet" else encode_webdataset(table.to_pylist())
         path = layout.shard(split, datasets[0] if len(datasets) == 1 else "mixed", uid, part, fmt)
         write_bytes(fs, f"{layout.root}/{path}", data)
         shards.append({
-            "path": path, "format": fmt, "split": split, "datasets": datasets, "rows": len(rows),
-            "atoms": int(sum(row["num_atoms"] for row in rows)), "bytes": len(data),
+            "path": path, "format": fmt, "split": split, "datasets": datasets, "rows": table.num_rows,
+            "atoms": num_atoms, "bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest(), "num_atoms_histogram": histogram,
         })
-    marker = {"split": split, "part": part, "num_input": len(structures), "num_rows": len(rows),
-              "num_atoms": int(sum(row["num_atoms"] for row in rows)), "shards": shards,
+    marker = {"split": split, "part": part, "num_input": len(batch), "num_rows": table.num_rows,
+              "num_atoms": num_atoms, "shards": shards,
               "quarantine": [asdict(b) for b in bad], "statistics": {k: v.to_json() for k, v in stats.items()}}
     _dump_json(fs, marker_path, marker)
     return marker
@@ -134,7 +135,11 @@ def write_part(fs, layout: Layout, config: PipelineConfig, uid: str, source: str
 
 def process_unit(reader, unit: WorkUnit, config: PipelineConfig, storage_options: dict | None,
                  version: str) -> Iterator[dict]:
-    """Run read -> validate -> split -> graph -> write over one unit; yields progress summaries."""
+    """Run read -> validate -> split -> graph -> write over one unit; yields progress summaries.
+
+    Readers yield Structures or columnar `StructureBatch`es (checked, split and buffered as whole
+    arrays); either way a part holds `shard_size` structures in arrival order.
+    """
     fs, root = filesystem(config.output_url, storage_options)
     layout, uid = Layout(root, version), unit_id(unit)
     if exists(fs, layout.unit_marker(uid)):
@@ -142,22 +147,35 @@ def process_unit(reader, unit: WorkUnit, config: PipelineConfig, storage_options
         yield {"num_read": done["num_read"], "num_written": sum(p["num_rows"] for p in done["parts"])}
         return
     validate = Validator(config, unit.path)
-    buffers: dict[str, list] = {split: [] for split in SPLITS}
-    ordinals: dict[str, list[int]] = {split: [] for split in SPLITS}
+    buffers = {split: columnar.SplitBuffer() for split in SPLITS}
+    ordinals: dict[str, list[tuple[str, int]]] = {split: [] for split in SPLITS}  # (id, read index), buffer order
     next_part = dict.fromkeys(SPLITS, 0)
     quarantine, parts, written_ids, num_read = [], [], [], 0
 
     def flush(split: str) -> dict:
-        part = write_part(fs, layout, config, uid, unit.path, split, next_part[split], buffers[split])
+        batch = buffers[split].pop(config.shard_size)
+        part = write_part(fs, layout, config, uid, unit.path, split, next_part[split], batch)
         failed = {q["system_id"] for q in part["quarantine"]}
-        written_ids.extend((s.system_id, ordinal, split, next_part[split])
-                           for s, ordinal in zip(buffers[split], ordinals[split]) if s.system_id not in failed)
+        taken, ordinals[split] = ordinals[split][:len(batch)], ordinals[split][len(batch):]
+        written_ids.extend((sid, ordinal, split, next_part[split]) for sid, ordinal in taken if sid not in failed)
         next_part[split] += 1
-        buffers[split], ordinals[split] = [], []
         parts.append(part)
         return {"num_read": part["num_input"], "num_written": part["num_rows"]}
 
     for record in read_unit(reader, unit):
+        if isinstance(record, StructureBatch):
+            good, splits, bad, kept = columnar.admit(record, config, validate.seen)
+            quarantine.extend(asdict(b) for b in bad)
+            if bad:
+                yield {"num_read": len(bad), "num_written": 0}
+            for split in SPLITS:
+                members = np.flatnonzero(splits == split)
+                buffers[split].add_batch(good.take(members))
+                ordinals[split].extend((str(good.system_id[i]), num_read + int(kept[i])) for i in members)
+                while len(buffers[split]) >= config.shard_size:
+                    yield flush(split)
+            num_read += len(record)
+            continue
         num_read += 1
         record = validate(record)
         if isinstance(record, BadRecord):
@@ -170,12 +188,12 @@ def process_unit(reader, unit: WorkUnit, config: PipelineConfig, storage_options
             quarantine.append(asdict(BadRecord(record.system_id, unit.path, "invalid_split", str(error))))
             yield {"num_read": 1, "num_written": 0}
             continue
-        buffers[split].append(record)
-        ordinals[split].append(num_read - 1)
+        buffers[split].add_structure(record)
+        ordinals[split].append((record.system_id, num_read - 1))
         if len(buffers[split]) >= config.shard_size:
             yield flush(split)
     for split in SPLITS:
-        if buffers[split]:
+        if len(buffers[split]):
             yield flush(split)
     duplicates.write_ids(fs, layout.unit_ids(uid), written_ids)
     _dump_json(fs, layout.unit_marker(uid), {"unit": unit.key, "num_read": num_read, "quarantine": quarantine,
@@ -276,7 +294,8 @@ def run_pipeline(config: PipelineConfig, reader, storage_options: dict | None = 
     fs, root = filesystem(config.output_url, storage_options)
     sources = provenance.with_checksums(fs, f"{root}/_work", current, input_storage_options)
     layout = Layout(root, provenance.version(config.fingerprint, sources))
-    units = reader.work_units()
+    # Too few files for the workers: the big ones are cut into byte ranges (frame_ranges.py)
+    units = split_units(reader.work_units(), config.num_workers, getattr(reader, "splittable_size", lambda u: None))
     check_unique(units)
     if on_plan is not None:
         on_plan(len(units))

@@ -55,6 +55,30 @@ class StatsAccumulator:
         self.sum_y2 += s.energy * s.energy
         self.num_energies += 1
 
+    def add_batch(self, batch) -> None:
+        """`add` for every structure of a `StructureBatch`, as whole-array sums (counts are exact)."""
+        sizes = batch.num_atoms
+        self.num_atoms_counts.update(dict(zip(*(v.tolist() for v in np.unique(sizes, return_counts=True)))))
+        atom_has_forces = batch.has_forces[batch.frame_of_atom]
+        forces = batch.forces[atom_has_forces].astype(np.float32).astype(np.float64)  # as stored in the shards
+        self.sum_f2 += float(np.square(forces).sum())
+        self.num_force_components += forces.size
+        labelled = np.flatnonzero(batch.has_energy)
+        if not len(labelled):
+            return
+        frame = np.repeat(np.arange(len(batch)), sizes)
+        keep = batch.has_energy[frame]
+        rows = np.searchsorted(labelled, frame[keep])
+        x = np.zeros((len(labelled), _DIM))
+        np.add.at(x, (rows, batch.atomic_numbers[keep]), 1.0)
+        energy = batch.energy[labelled]
+        self.xtx += x.T @ x
+        self.xty += x.T @ energy
+        self.sum_x += x.sum(axis=0)
+        self.sum_y += float(energy.sum())
+        self.sum_y2 += float(energy @ energy)
+        self.num_energies += len(labelled)
+
     def merge(self, other: StatsAccumulator) -> StatsAccumulator:
         for name in ("xtx", "xty", "sum_x"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
