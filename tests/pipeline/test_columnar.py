@@ -145,3 +145,20 @@ def test_reasons_match_the_structure_constructor(how):
                   energy=batch.energy[1], forces=batch.forces[a:b])
     field = str(error.value).split("field '")[1].split("'")[0]
     assert f"field '{field}'" in detail
+
+
+def test_batch_statistics_equal_structure_by_structure():
+    from atomforge.pipeline.label_stats import StatsAccumulator
+
+    structures = varied()
+    one, whole = StatsAccumulator(), StatsAccumulator()
+    for s in structures:
+        one.add(s)
+    whole.add_batch(StructureBatch.from_structures(structures))
+    a, b = one.to_json(), whole.to_json()
+    assert a.keys() == b.keys()
+    for name in a:
+        if isinstance(a[name], float) or (isinstance(a[name], list) and a[name] and isinstance(a[name][0], float)):
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-12, err_msg=name)  # summation order differs
+        else:
+            assert a[name] == b[name], name

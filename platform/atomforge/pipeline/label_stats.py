@@ -63,6 +63,8 @@ class StatsAccumulator:
         forces = batch.forces[atom_has_forces].astype(np.float32).astype(np.float64)  # as stored in the shards
         self.sum_f2 += float(np.square(forces).sum())
         self.num_force_components += forces.size
+        self.num_with_forces += int(batch.has_forces.sum())
+        self.num_with_stress += int(batch.has_stress.sum())
         labelled = np.flatnonzero(batch.has_energy)
         if not len(labelled):
             return
