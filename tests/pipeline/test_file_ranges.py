@@ -27,7 +27,7 @@ def build(pair, output, num_workers: int) -> dict:
 
 def rows_by_id(output) -> dict:
     shards = open_shards(str(output))
-    return {row["system_id"]: row for split in ("train", "val", "test") for row in shards.iter_rows(split)}
+    return {row["system_id"]: row for split in ("train", "val", "test") for row in shards.table(split).to_pylist()}
 
 
 @pytest.mark.slow
