@@ -13,11 +13,12 @@ from ase.calculators.emt import EMT
 from atomforge.batch import collate
 from atomforge.models import AtomisticModel
 from atomforge.models.equivariant import EquivariantConfig
+from atomforge.models.gemnet_oc import GemNetOCConfig
 from atomforge.models.painn import PaiNNConfig
 from atomforge.schema import Structure
 
 CUTOFF = 5.0
-BACKBONES = {"painn": PaiNNConfig.tiny, "e3nn": EquivariantConfig.tiny}
+BACKBONES = {"painn": PaiNNConfig.tiny, "e3nn": EquivariantConfig.tiny, "gemnet": GemNetOCConfig.tiny}
 
 
 def labelled(atoms, system_id: str, frame_kind: str = "unknown", fixed=None) -> Structure:

@@ -5,6 +5,7 @@ The contract (training, export and objectives use exactly this):
     from atomforge.models import AtomisticModel
     from atomforge.models.painn import PaiNNConfig              # default backbone
     from atomforge.models.equivariant import EquivariantConfig  # e3nn, l_max >= 2
+    from atomforge.models.gemnet_oc import GemNetOCConfig       # JMP's backbone (JMP-S = small())
 
     model = AtomisticModel(PaiNNConfig.tiny(), tasks=("oc20", "ani1x"))   # or {name: TaskSpec}
     out = model(batch, forces="direct")          # ModelOutput: energy (G,) float64 eV, forces (N,3) eV/Å

@@ -176,11 +176,11 @@ class AtomisticModel(nn.Module):
             pos, strain, pos_in, cell = self._strained(pos, cell, graph, num_graphs)
         else:
             pos_in = pos
-        edge_index, edge_vec = self._edges(pos_in, cell, edge_index, shifts.to(pos.dtype), graph)
+        edge_index, edge_vec, shifts = self._edges(pos_in, cell, edge_index, shifts.to(pos.dtype), graph)
         node = self.backbone(BackboneInputs(
             z=z, edge_index=edge_index, edge_vec=edge_vec, graph=graph, num_graphs=num_graphs,
             vector_input=vector_input, condition=self._condition(condition, drop_condition, num_graphs),
-            freeze_embedding=freeze_embedding))
+            freeze_embedding=freeze_embedding, shifts=shifts))
         out = ModelOutput(node=node, positions=pos)
         atom_task = batch.task[graph]
         if energy or need_grad:
@@ -225,12 +225,13 @@ class AtomisticModel(nn.Module):
             out.stress = stress * periodic[:, None, None]
 
     def _edges(self, pos, cell, edge_index, shifts, graph):
-        """Edge vectors (E, 3) from positions (so gradients flow); edges beyond the backbone cutoff dropped."""
+        """(edge_index, edge vectors (E, 3) from positions so gradients flow, shifts) without the edges
+        beyond the backbone cutoff."""
         src, dst = edge_index
         vec = pos[src] + torch.einsum("ei,eij->ej", shifts, cell[graph[dst]]) - pos[dst]
         length = torch.linalg.norm(vec.detach(), dim=-1)
         keep = (length < self.backbone.cutoff) & (length > 1e-6)
-        return edge_index[:, keep], vec[keep]
+        return edge_index[:, keep], vec[keep], shifts[keep]
 
     def _condition(self, condition, drop, num_graphs):
         if self.null_condition is None:

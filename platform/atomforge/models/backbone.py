@@ -34,7 +34,10 @@ class BackboneInputs:
     vector_input (N, 3) or None: a per-atom vector (DeNS: forces in eV/Å) already zeroed where
     it must not be encoded; condition (G, C) or None: per-graph condition (the null token is
     substituted by the model, so a conditioned backbone normally always gets one);
-    freeze_embedding: detach the atom-type embedding (SCD pretraining).
+    freeze_embedding: detach the atom-type embedding (SCD pretraining);
+    shifts (E, 3) or None: the integer image shift of each edge's src (`atomforge.graph`), for
+    backbones that must tell periodic images of one atom apart (GemNet-OC's reverse edges and
+    distinct-image triplets); None means no edge crosses a periodic boundary.
     """
 
     z: torch.Tensor
@@ -45,6 +48,7 @@ class BackboneInputs:
     vector_input: torch.Tensor | None = None
     condition: torch.Tensor | None = None
     freeze_embedding: bool = False
+    shifts: torch.Tensor | None = None
 
 
 @dataclass
