@@ -1,13 +1,20 @@
 """Backbone cost: forward+backward time and peak memory per training step, and DeNS / SCD overhead.
 
-For each backbone (PaiNN, e3nn) and size preset (tiny, small, large), on an OC20-like batch (4 Cu
-slabs with an adsorbate, 6 Å / 30 neighbours) and a molecule batch (16 small organics, 5 Å / 30), one
-"step" is objective.run + backward for JMP supervised (direct forces), DeNS (p = 1, so every step
-pays the corruption and force encoding) and SCD (two passes). Each configuration runs in a fresh
-subprocess so its peak RSS (CPU) or max_memory_allocated (CUDA) is its own.
+For each backbone (PaiNN, e3nn, GemNet-OC) and size preset (tiny, small, large), on an OC20-like batch
+(4 Cu slabs with an adsorbate, 6 Å / 30 neighbours) and a molecule batch (16 small organics, 5 Å /
+30), one "step" is objective.run + backward for JMP supervised (direct forces), DeNS (p = 1, so every
+step pays the corruption and force encoding) and SCD (two passes). Each configuration runs in a fresh
+subprocess so its peak RSS (CPU) or max_memory_allocated (CUDA) is its own. Every backbone sees the
+same batch graph (a backbone with a smaller cutoff drops the longer edges; GemNet-OC derives its
+sub-graphs from it). GemNet-OC small on CPU takes minutes per step, so by default it runs the OC20
+batch under JMP only, one timed step; the comparison table gives GemNet-OC / PaiNN-small ratios
+measured in the same run (the numbers to quote on a shared machine).
+
+GPU section: when CUDA is present (and --device is cpu), the JMP step on the OC20 batch for PaiNN
+small and GemNet-OC tiny / small / large also runs on the GPU; without CUDA it is skipped, saying so.
 
     python benchmarks/models.py [--device cpu|cuda] [--threads 1] [--steps 3] [--sizes tiny small large]
-                                [--output bench_out/models.json]
+                                [--backbones painn e3nn gemnet] [--json bench_out/models.json]
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-BACKBONES = ("painn", "e3nn")
+BACKBONES = ("painn", "e3nn", "gemnet")
 SIZES = ("tiny", "small", "large")
 BATCHES = ("oc20", "molecules")
 OBJECTIVES = ("jmp", "dens", "scd")
@@ -64,11 +71,12 @@ def measure_one(backbone: str, size: str, batch_kind: str, objective: str, steps
     import torch
     from atomforge.models import AtomisticModel
     from atomforge.models.equivariant import EquivariantConfig
+    from atomforge.models.gemnet_oc import GemNetOCConfig
     from atomforge.models.painn import PaiNNConfig
     from atomforge.objectives import SCD, DeNS, JMPSupervised, ObjectiveContext
     from atomforge.tasks import JMP_TASKS
 
-    config = getattr(PaiNNConfig if backbone == "painn" else EquivariantConfig, size)()
+    config = getattr({"painn": PaiNNConfig, "e3nn": EquivariantConfig, "gemnet": GemNetOCConfig}[backbone], size)()
     model = AtomisticModel(config, tasks=("oc20", "ani1x")).to(device)
     batch = build_batch(batch_kind).to(device)
     obj = {"jmp": JMPSupervised(), "dens": DeNS(probability=1.0), "scd": SCD()}[objective]
@@ -98,13 +106,28 @@ def baseline_rss_mib() -> float:
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
-def run_child(args, backbone, size, batch_kind, objective) -> dict:
-    cmd = [sys.executable, __file__, "--child", backbone, size, batch_kind, objective, "--steps", str(args.steps),
-           "--device", args.device, "--threads", str(args.threads)]
+def run_child(args, backbone, size, batch_kind, objective, steps=None, device=None) -> dict:
+    steps, device = steps or args.steps, device or args.device
+    cmd = [sys.executable, __file__, "--child", backbone, size, batch_kind, objective, "--steps", str(steps),
+           "--device", device, "--threads", str(args.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{backbone}/{size}/{batch_kind}/{objective} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def plan(args) -> list[tuple[str, str, str, str, int]]:
+    """(backbone, size, batch, objective, steps) to run: the full grid, except GemNet-OC beyond tiny
+    (OC20 batch, JMP only, one timed step: a CPU step of JMP-S size takes minutes)."""
+    runs = []
+    for backbone in args.backbones:
+        for size in args.sizes:
+            heavy = backbone == "gemnet" and size != "tiny"
+            if heavy and (args.device == "cpu" and size == "large"):
+                continue  # JMP-L on a CPU: hours per step
+            for batch_kind in ("oc20",) if heavy else BATCHES:
+                runs += [(backbone, size, batch_kind, o, 1 if heavy else args.steps) for o in (("jmp",) if heavy else OBJECTIVES)]
+    return runs
 
 
 def print_table(rows: list[dict], baseline: float, device: str) -> None:
@@ -119,6 +142,37 @@ def print_table(rows: list[dict], baseline: float, device: str) -> None:
         print(f"{key[0]:8} {key[1]:6} {key[2]:10} {r['params']:>9,} {r['atoms']:>6} {r['edges']:>6} {r['ms_per_step']:>9.1f} "
               f"{peak:>26.0f} {dens['ms_per_step'] / r['ms_per_step'] if dens else float('nan'):>7.2f} "
               f"{scd['ms_per_step'] / r['ms_per_step'] if scd else float('nan'):>7.2f}")
+
+
+def print_ratios(rows: list[dict], baseline: float, device: str) -> None:
+    """GemNet-OC against PaiNN small on the OC20 batch (JMP step): time and peak-memory ratios."""
+    key = {(r["backbone"], r["size"], r["batch"], r["objective"]): r for r in rows}
+    ref = key.get(("painn", "small", "oc20", "jmp"))
+    gem = [r for r in rows if r["backbone"] == "gemnet" and r["batch"] == "oc20" and r["objective"] == "jmp"]
+    if ref is None or not gem:
+        return
+    offset = 0 if device == "cuda" else baseline
+    print(f"\nGemNet-OC / PaiNN small, OC20 batch, JMP step ({device}; PaiNN {ref['ms_per_step']:.0f} ms, "
+          f"{ref['peak_mib'] - offset:.0f} MiB):")
+    for r in gem:
+        print(f"  gemnet {r['size']:6} {r['params']:>12,} params  time x{r['ms_per_step'] / ref['ms_per_step']:7.1f}  "
+              f"peak x{(r['peak_mib'] - offset) / max(ref['peak_mib'] - offset, 1.0):6.1f}")
+
+
+def gpu_section(args) -> list[dict]:
+    """PaiNN small and GemNet-OC tiny / small / large on the GPU (OC20 batch, JMP), or [] without CUDA."""
+    import torch
+
+    if args.device == "cuda" or not torch.cuda.is_available():
+        if args.device == "cpu":
+            print("\nGPU section: skipped (no CUDA device)")
+        return []
+    runs = [("painn", "small")] + [("gemnet", size) for size in SIZES]
+    rows = [run_child(args, b, s, "oc20", "jmp", device="cuda") for b, s in runs]
+    print("\nGPU section (CUDA):")
+    print_table(rows, 0.0, "cuda")
+    print_ratios(rows, 0.0, "cuda")
+    return rows
 
 
 def main() -> None:
@@ -138,11 +192,13 @@ def main() -> None:
         print(json.dumps(measure_one(*args.child, steps=args.steps, device=args.device)))
         return
     baseline = baseline_rss_mib()
-    rows = [run_child(args, b, s, k, o) for b in args.backbones for s in args.sizes for k in BATCHES for o in OBJECTIVES]
+    rows = [run_child(args, b, s, k, o, steps=n) for b, s, k, o, n in plan(args)]
     print_table(rows, baseline, args.device)
+    print_ratios(rows, baseline, args.device)
+    gpu_rows = gpu_section(args)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"device": args.device, "threads": args.threads, "steps": args.steps,
-                                             "baseline_rss_mib": baseline, "rows": rows}, indent=1))
+                                             "baseline_rss_mib": baseline, "rows": rows, "gpu_rows": gpu_rows}, indent=1))
     print(f"wrote {args.json}")
 
 

@@ -29,8 +29,8 @@ DELTA = 1e-3  # Å either side of the cutoff
 def backbone_presets() -> list[tuple[str, object]]:
     """(name, factory) of every preset classmethod of every backbone config class in atomforge.models."""
     found = []
-    for info in pkgutil.iter_modules(atomforge.models.__path__):
-        module = importlib.import_module(f"atomforge.models.{info.name}")
+    for info in pkgutil.walk_packages(atomforge.models.__path__, "atomforge.models."):  # backbone packages too
+        module = importlib.import_module(info.name)
         for name, cls in inspect.getmembers(module, inspect.isclass):
             if not name.endswith("Config") or cls.__module__ != module.__name__ or not hasattr(cls, "build"):
                 continue
@@ -44,7 +44,7 @@ PARAMS = [pytest.param(factory, id=name, marks=[] if name.endswith(".tiny") else
 
 def test_presets_are_discovered():
     names = {name for name, _ in backbone_presets()}
-    assert {"PaiNNConfig.tiny", "PaiNNConfig.small", "PaiNNConfig.large", "EquivariantConfig.tiny"} <= names
+    assert {"PaiNNConfig.tiny", "PaiNNConfig.small", "PaiNNConfig.large", "EquivariantConfig.tiny", "GemNetOCConfig.tiny"} <= names
 
 
 def _model(factory) -> AtomisticModel:

@@ -1,7 +1,9 @@
 """JMP-style pretraining recipes: each function returns a whole `TrainConfig`; variants derive from a base.
 
     debug_cpu()        2 CPU workers, tiny PaiNN, the demo shards: the `make demo` pretraining (minutes)
-    jmp_s(), jmp_l()   GPU runs with JMP's task table (cutoffs, loss scales), T = 2 and JMP's optimiser
+    debug_gemnet()     the same setup with tiny GemNet-OC, 20 steps
+    jmp_s(), jmp_l()   GPU runs of GemNet-OC at JMP-S / JMP-L sizes with JMP's task table (loss scales),
+                       T = 2 and JMP's optimiser
     jmp_dens(), scd(), jmp_scd(), derivative_ff(), denoise()   objective mixes over jmp_s
     debug_<mix>        any mix on the debug_cpu setup (e.g. debug_jmp_dens)
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 
+from atomforge.models.gemnet_oc import GemNetOCConfig
 from atomforge.models.painn import PaiNNConfig
 from atomforge.objectives import SCD, CoordinateDenoising, DeNS, DerivativeForceField, JMPSupervised, MixEntry
 from atomforge.tasks import JMP_TASKS
@@ -73,18 +76,41 @@ def debug_cpu() -> TrainConfig:
     )
 
 
+def debug_gemnet() -> TrainConfig:
+    """debug_cpu with tiny GemNet-OC for 20 steps: every task's graph is the model's (5 Å, K = 30)."""
+    base, model = debug_cpu(), GemNetOCConfig.tiny()
+    return dataclasses.replace(
+        base,
+        name="debug_gemnet",
+        model=model,
+        data=dataclasses.replace(base.data, tasks=model_graphs(base.data.tasks, model)),
+        checkpoint=dataclasses.replace(base.checkpoint, output="runs/debug_gemnet", every_steps=10),
+        max_steps=20,
+        log_every=5,
+        val_every=10,
+    )
+
+
+def model_graphs(tasks: Mapping[str, TaskData], model) -> dict[str, TaskData]:
+    """The tasks with the model's graph: its cutoff and, where it declares one (GemNet-OC), its K."""
+    changes = {"cutoff": model.cutoff} | ({"max_neighbors": model.max_neighbors} if hasattr(model, "max_neighbors") else {})
+    return {name: dataclasses.replace(task, spec=dataclasses.replace(task.spec, **changes)) for name, task in tasks.items()}
+
+
 # ------------------------------------------------------------------ GPU
 def jmp_s() -> TrainConfig:
-    """JMP-S-like: JMP's table and optimiser (AdamW 3e-4, (0.9, 0.95), wd 0.1, 2000 warmup steps from
-    0.2·lr, cosine to 0.1·lr, clip 1, EMA 0.99), T = 2, bf16, 8 GPUs; PaiNN stands in for GemNet-OC.
+    """JMP-S: GemNet-OC at JMP-S size, JMP's table and optimiser (AdamW 3e-4, (0.9, 0.95), wd 0.1, 2000
+    warmup steps from 0.2·lr, cosine to 0.1·lr, clip 1, EMA 0.99), T = 2, bf16, 8 GPUs.
 
-    Every task's graph uses the model's cutoff (one cutoff owner, `training.config.check_cutoffs`),
-    not JMP's per-corpus 12 / 8 Å: one backbone, one envelope."""
-    model = PaiNNConfig.small()
+    Every task's graph is the model's (one cutoff owner, `training.config.check_cutoffs`): 12 Å and
+    K = 1000, GemNet-OC's atom-atom graph, from which the model takes its main (30), atom-edge (20)
+    and quadruplet (8) neighbours; so the shards are stored at 12 Å with K_store >= 1000. JMP cut
+    the molecular corpora at 8 Å; one backbone has one envelope here."""
+    model = GemNetOCConfig.small()
     return TrainConfig(
         name="jmp_s",
         data=DataConfig(
-            tasks=task_table({t: f"s3://atomforge/shards/{t}" for t in PRETRAIN_TASKS}, cutoff=model.cutoff),
+            tasks=model_graphs(task_table({t: f"s3://atomforge/shards/{t}" for t in PRETRAIN_TASKS}), model),
             temperature=2.0,
             max_atoms=1024,
             chunk_rows=1024,
@@ -104,15 +130,13 @@ def jmp_s() -> TrainConfig:
 
 
 def jmp_l() -> TrainConfig:
-    """JMP-L-like: the large backbone on 32 GPUs, otherwise jmp_s."""
-    base, model = jmp_s(), PaiNNConfig.large()
+    """JMP-L: GemNet-OC at JMP-L size on 32 GPUs, otherwise jmp_s."""
+    base, model = jmp_s(), GemNetOCConfig.large()
     return dataclasses.replace(
         base,
         name="jmp_l",
         model=model,
-        data=dataclasses.replace(base.data, max_atoms=512, tasks={
-            name: dataclasses.replace(task, spec=dataclasses.replace(task.spec, cutoff=model.cutoff))
-            for name, task in base.data.tasks.items()}),
+        data=dataclasses.replace(base.data, max_atoms=512, tasks=model_graphs(base.data.tasks, model)),
         scaling=dataclasses.replace(base.scaling, num_workers=32),
         checkpoint=dataclasses.replace(base.checkpoint, output="s3://atomforge/runs/jmp_l"),
         max_steps=400_000,
@@ -169,6 +193,7 @@ def debug(base: Callable[[], TrainConfig]) -> Callable[[], TrainConfig]:
 
 RECIPES: dict[str, Callable[[], TrainConfig]] = {
     "debug_cpu": debug_cpu,
+    "debug_gemnet": debug_gemnet,
     "jmp_s": jmp_s,
     "jmp_l": jmp_l,
     "jmp_dens": jmp_dens,
@@ -202,4 +227,4 @@ def only_tasks(config: TrainConfig, names: tuple[str, ...]) -> TrainConfig:
     return dataclasses.replace(config, data=dataclasses.replace(config.data, tasks=tasks))
 
 
-__all__ = ["RECIPES", "debug_cpu", "jmp_s", "jmp_l", "jmp_dens", "scd", "derivative_ff", "recipe", "with_data"]
+__all__ = ["RECIPES", "debug_cpu", "debug_gemnet", "jmp_s", "jmp_l", "jmp_dens", "scd", "derivative_ff", "recipe", "with_data"]

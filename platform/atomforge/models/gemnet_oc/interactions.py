@@ -99,5 +99,5 @@ class PairInteraction(nn.Module):
         num_atoms = h.shape[0]
         x = self.down(h)[edges.src]  # (E_aa, pair_in)
         summed = padded(rad, edges.dst, edges.slot, num_atoms).transpose(1, 2) @ padded(x, edges.dst, edges.slot, num_atoms)
-        out = self.scale_rbf_sum(self.bilinear(summed.reshape(num_atoms, -1)), x)
+        out = self.scale_rbf_sum(self.bilinear(summed.reshape(num_atoms, summed.shape[1] * summed.shape[2])), x)
         return self.up(out)

@@ -121,4 +121,4 @@ class EfficientBilinear(nn.Module):
         mixed = rad_w @ sph_x  # (E, D, C)
         if reduce_to is not None:
             mixed = mixed.new_zeros(num_targets, *mixed.shape[1:]).index_add_(0, reduce_to, mixed)
-        return self.bilinear(mixed.reshape(mixed.shape[0], -1))
+        return self.bilinear(mixed.reshape(mixed.shape[0], mixed.shape[1] * mixed.shape[2]))
