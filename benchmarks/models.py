@@ -14,7 +14,8 @@ GPU section: when CUDA is present (and --device is cpu), the JMP step on the OC2
 small and GemNet-OC tiny / small / large also runs on the GPU; without CUDA it is skipped, saying so.
 
     python benchmarks/models.py [--device cpu|cuda] [--threads 1] [--steps 3] [--sizes tiny small large]
-                                [--backbones painn e3nn gemnet] [--json bench_out/models.json]
+                                [--backbones painn e3nn gemnet] [--batches oc20 molecules]
+                                [--objectives jmp dens scd] [--json bench_out/models.json]
 """
 
 from __future__ import annotations
@@ -125,8 +126,9 @@ def plan(args) -> list[tuple[str, str, str, str, int]]:
             heavy = backbone == "gemnet" and size != "tiny"
             if heavy and (args.device == "cpu" and size == "large"):
                 continue  # JMP-L on a CPU: hours per step
-            for batch_kind in ("oc20",) if heavy else BATCHES:
-                runs += [(backbone, size, batch_kind, o, 1 if heavy else args.steps) for o in (("jmp",) if heavy else OBJECTIVES)]
+            for batch_kind in [b for b in (("oc20",) if heavy else BATCHES) if b in args.batches]:
+                objectives = [o for o in (("jmp",) if heavy else OBJECTIVES) if o in args.objectives]
+                runs += [(backbone, size, batch_kind, o, 1 if heavy else args.steps) for o in objectives]
     return runs
 
 
@@ -183,6 +185,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=SIZES)
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
+    parser.add_argument("--batches", nargs="+", default=list(BATCHES), choices=BATCHES)
+    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
     parser.add_argument("--json", default="bench_out/models.json")
     args = parser.parse_args()
     if args.child:
