@@ -138,3 +138,32 @@ def test_cli_errors_are_clear(capsys):
     assert "nope" in capsys.readouterr().err
     assert job.main(["--recipe", "rmd17_debug", "--from-scratch", "--data", "/nonexistent/rmd17_x.npz"]) == 2
     assert "rmd17_x.npz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe_name", ["rmd17_debug_dens", "rmd17_debug_noisy_nodes"])
+def test_finetuning_with_an_auxiliary_objective(quick_config, pretrain_run, recipe_name):
+    """DeNS (MD17 settings: rMD17 frames are MD frames, and they are corrupted) and Noisy Nodes train
+    through the objective mix with conservative forces; evaluation stays clean."""
+    from atomforge.recipes.finetune import recipe
+
+    aux = recipe(recipe_name)
+    config = dataclasses.replace(quick_config, objectives=aux.objectives,
+                                 optim=dataclasses.replace(quick_config.optim, max_epochs=2))
+    summary = run_variant(config, str(pretrain_run), "pretrained", log=lambda line: None)
+    history = [json.loads(line) for line in (Path(summary.output) / "history.jsonl").read_text().splitlines()]
+    name = next(iter(aux.objectives))
+    if name == "dens":
+        assert 0 < np.mean([h["train/dens/dens_fraction"] for h in history]) < 1  # p 0.25 per structure
+        assert all(h["train/dens/noise_l2mae"] > 0 for h in history)
+    else:
+        assert all(h["train/noisy_nodes/noise_mse"] > 0 for h in history)
+    assert all(np.isfinite(h["train_loss"]) for h in history) and summary.metrics["test"]["force_mae_meV_per_A"] > 0
+    meta = json.loads((Path(summary.output) / "checkpoint" / "config.json").read_text())
+    assert meta["forces"] == {"rmd17": "gradient"} and name in meta["objectives"]
+
+
+def test_an_auxiliary_with_other_forces_than_the_target_is_an_error(quick_config):
+    from atomforge.objectives import DeNS, MixEntry
+
+    with pytest.raises(ValueError, match="trains direct forces but target.forces is 'gradient'"):
+        dataclasses.replace(quick_config, objectives={"dens": MixEntry(DeNS(forces="direct"))})

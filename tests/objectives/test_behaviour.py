@@ -3,6 +3,8 @@ reproduce losses, and every objective's loss falls over a few optimisation steps
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from atomforge.objectives import (
@@ -15,6 +17,7 @@ from atomforge.objectives import (
     JMPSupervised,
     LinearSchedule,
     NoisyNodes,
+    ObjectiveContext,
     ObjectiveMix,
 )
 
@@ -22,7 +25,7 @@ from atomforge.objectives import (
 def all_objectives():
     return [JMPSupervised(), JMPSupervised(forces="gradient"), DerivativeForceField(),
             DeNS(probability=1.0, gate="structure", noise_weight={"water": 5.0, "metal": 10.0}, decay=True),
-            DeNS(probability=1.0, multiscale=(0.01, 0.5, 50)),
+            DeNS(probability=1.0, multiscale=(0.01, 0.5, 50)), DeNS(probability=1.0, forces="gradient"),
             SCD(), CoordinateDenoising.zaidi(), CoordinateDenoising.prediction_head(), DerivativeDenoising(),
             NoisyNodes(), HydrogenMasking()]
 
@@ -37,6 +40,26 @@ def test_dens_never_moves_fixed_atoms_nor_md_frames(kit):
         assert not moved[batch.fixed].any() and not moved[md].any()
         assert moved[~batch.fixed & ~md].all()  # ratio 1: every other free atom is corrupted
         assert not kwargs["vector_input"][~moved].any()
+
+
+def test_dens_corrupts_md_frames_where_the_task_allows_it(kit):
+    """The MD-frame rule is per dataset: the MD17 code corrupts MD frames (rMD17 is all MD frames)."""
+    batch, model = kit.mixed_batch(), kit.Recorder(kit.make_model())
+    md = batch.is_md[batch.batch]
+    tasks = {**kit.TASKS, "water": dataclasses.replace(kit.TASKS["water"], dens_md_frames=True)}
+    ctx = ObjectiveContext(torch.Generator().manual_seed(0), tasks, list(tasks))
+    DeNS(probability=1.0, gate="structure", ratio=1.0).run(model, batch, ctx)
+    moved = (model.calls[-1][0]["positions"] - batch.pos).abs().sum(-1) > 0
+    assert md.any() and moved[md & ~batch.fixed].all() and not moved[batch.fixed].any()
+
+
+@pytest.mark.parametrize("forces", ["direct", "gradient"])
+def test_dens_force_variants_use_the_noise_head_on_corrupted_atoms(kit, forces):
+    batch, model = kit.water_batch(), kit.Recorder(kit.make_model())
+    result = DeNS(probability=1.0, ratio=0.5, forces=forces).run(model, batch, kit.context(3))
+    kwargs, out = model.calls[-1]
+    assert kwargs["forces"] == forces and out.forces_mode == forces and "noise" in out.vectors
+    assert torch.isfinite(result.loss) and result.metrics["noise_l2mae"] > 0
 
 
 def test_scd_gradient_reaches_the_first_pass(kit):

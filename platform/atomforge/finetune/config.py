@@ -7,8 +7,11 @@ a few fields with `--set a.b=value` (the same override rules as pretraining,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from atomforge.objectives import JMPSupervised, MixEntry
 
 DATA_FORMATS = ("auto", "rmd17", "ase")
 TARGETS = ("energy_forces", "property")
@@ -117,14 +120,35 @@ class FinetuneOptim:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """A whole fine-tuning run. `checkpoint` is set from the CLI (a run, checkpoint, export or hub id)."""
+    """A whole fine-tuning run. `checkpoint` is set from the CLI (a run, checkpoint, export or hub id).
+
+    objectives: the fine-tuning loss as an objective mix (name -> MixEntry, as in pretraining), e.g.
+    DeNS or Noisy Nodes, which contain the supervised loss; None = the target's supervised loss
+    alone (`JMPSupervised(forces=target.forces)`, energy only for a property).
+    """
 
     name: str
     data: DataSpec
     target: TargetSpec = field(default_factory=TargetSpec)
     optim: FinetuneOptim = field(default_factory=FinetuneOptim)
+    objectives: Mapping[str, MixEntry] | None = None
     backbone: Any = None  # architecture for runs without a checkpoint (e.g. PaiNNConfig.tiny())
     keep_pretrained_heads: bool = False  # keep the pretraining tasks' heads next to the new one
     use_ema_weights: bool = True  # start from the checkpoint's EMA weights when it has them
     seed: int = 0
     output: str = "runs/finetune"
+
+    def __post_init__(self) -> None:
+        for key, entry in (self.objectives or {}).items():
+            if key != entry.objective.name:
+                raise ValueError(f"objectives[{key!r}] holds objective {entry.objective.name!r}; key it by that name")
+            forces = entry.objective.forces
+            if entry.objective.supervised and self.target.kind == "energy_forces" and forces not in (None, self.target.forces):
+                raise ValueError(f"objectives[{key!r}] trains {forces} forces but target.forces is {self.target.forces!r}")
+
+    def objective_entries(self) -> list[MixEntry]:
+        """The mix's entries: `objectives`, or the target's supervised loss alone."""
+        if self.objectives:
+            return list(self.objectives.values())
+        forces = self.target.forces if self.target.kind == "energy_forces" else None
+        return [MixEntry(JMPSupervised(forces=forces))]

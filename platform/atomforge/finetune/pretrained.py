@@ -7,7 +7,7 @@ checkpoint, export folder or hub id).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -17,11 +17,12 @@ from atomforge.tasks import TaskSpec
 
 
 def downstream_model(pretrained: Pretrained | None, backbone_config, spec: TaskSpec, keep_heads: bool,
-                     seed: int) -> AtomisticModel:
+                     seed: int, vector_heads: Sequence[str] = ()) -> AtomisticModel:
     """The fine-tuning model: the backbone (pretrained or fresh), new heads for `spec.name`.
 
     keep_heads: also keep the pretraining tasks' energy/force heads (trained weights); otherwise
-    the model has the new task only. Pretraining-only heads (denoising, masking, SCD) are dropped.
+    the model has the new task only. Pretraining-only heads (denoising, masking, SCD) are dropped;
+    `vector_heads` the fine-tuning objectives use (DeNS / Noisy Nodes: "noise") start fresh.
     """
     torch.manual_seed(seed)
     tasks: dict[str, TaskSpec] = {}
@@ -29,7 +30,7 @@ def downstream_model(pretrained: Pretrained | None, backbone_config, spec: TaskS
         tasks.update({t: s for t, s in pretrained.specs.items() if t != spec.name})
     tasks[spec.name] = spec
     config = backbone_config if pretrained is None else pretrained.model.backbone_config
-    model = AtomisticModel(config, tasks, vector_heads=())
+    model = AtomisticModel(config, tasks, vector_heads=tuple(vector_heads))
     if pretrained is None:
         return model
     source = pretrained.model.state_dict()

@@ -66,7 +66,8 @@ def run_variant(config: FinetuneConfig, checkpoint: str | None, variant: str, lo
     start_from = source if variant == "pretrained" else None
     if variant == "pretrained" and source is None:
         raise ValueError("variant 'pretrained' needs --checkpoint")
-    model = downstream_model(start_from, backbone, data.spec, config.keep_pretrained_heads, config.seed)
+    heads = sorted({head for entry in config.objective_entries() for head in entry.objective.heads})
+    model = downstream_model(start_from, backbone, data.spec, config.keep_pretrained_heads, config.seed, heads)
     result = finetune(model, data, config, log)
     out = Path(config.output) / variant
     write_run(out, config, data, result, source, variant)

@@ -1,5 +1,9 @@
 """The fine-tuning loop: layer-wise learning rates (JMP), warmup + cosine, EMA, early stopping on val.
 
+The loss is the config's objective mix (`FinetuneConfig.objective_entries`: the supervised loss,
+or DeNS / Noisy Nodes which contain it), run by the same `ObjectiveMix` as pretraining; evaluation
+is always the clean model (no corruption, no force encoding).
+
 In-process and single-process on purpose: downstream sets are small (rMD17: 950 + 50 structures),
 so the whole set is graphed once and a plain PyTorch loop is the fastest thing on one device.
 """
@@ -20,8 +24,7 @@ from torch import nn
 from atomforge.finetune.config import FinetuneConfig, FinetuneOptim
 from atomforge.finetune.data import DownstreamData, batches, graphs
 from atomforge.finetune.evaluate import evaluate, selection_score
-from atomforge.objectives import ObjectiveContext
-from atomforge.objectives.supervised import energy_term, force_term
+from atomforge.objectives import ObjectiveContext, ObjectiveMix
 from atomforge.tasks import TaskSpec
 from atomforge.training.config import OptimConfig
 from atomforge.training.optim import build_ema, lr_factor, no_decay
@@ -87,13 +90,27 @@ def build_optimizer(model: nn.Module, optim: FinetuneOptim, steps_per_epoch: int
     return optimizer, scheduler
 
 
-def supervised_loss(model: nn.Module, batch, config: FinetuneConfig, ctx: ObjectiveContext) -> torch.Tensor:
-    """λ_E|ΔE|/s_E (+ the structure-wise force L2MAE λ_F‖ΔF‖/s_F for energy+forces targets)."""
-    if config.target.kind == "property":
-        out = model(batch, forces=None)
-        return energy_term(out.energy, batch, ctx)
-    out = model(batch, forces=config.target.forces, create_graph=True)
-    return energy_term(out.energy, batch, ctx).to(out.forces.dtype) + force_term(out.forces, batch, ctx)
+def train_epoch(model: nn.Module, mix: ObjectiveMix, train, optimizer, scheduler, ema, context, first_step: int,
+                optim: FinetuneOptim) -> dict[str, float]:
+    """One pass over the training batches with the objective mix; the mean of its loss and metrics.
+
+    context(step) gives each step's ObjectiveContext (the step drives schedules such as DeNS's λ_D decay)."""
+    model.train()
+    sums: dict[str, list[float]] = {}
+    for step, batch in enumerate(train, start=first_step):
+        optimizer.zero_grad(set_to_none=True)
+        result = mix.run(model, batch, context(step))
+        result.loss.backward()
+        if optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        for key, value in result.metrics.items():
+            if not key.endswith("/weight"):
+                sums.setdefault(key, []).append(float(value))
+    return {key: float(np.mean(values)) for key, values in sums.items()}
 
 
 def finetune(model: nn.Module, data: DownstreamData, config: FinetuneConfig, log=print) -> FinetuneResult:
@@ -104,31 +121,29 @@ def finetune(model: nn.Module, data: DownstreamData, config: FinetuneConfig, log
     k = config.target.max_neighbors
     split_graphs = {name: graphs(items, spec, k, task) for name, items in data.splits.items()}
     specs: Mapping[str, TaskSpec] = {**_model_specs(model), spec.name: spec}
-    ctx = ObjectiveContext(generator=torch.Generator().manual_seed(config.seed), tasks=specs, task_names=model.tasks)
+    mix = ObjectiveMix(config.objective_entries(), model)
+    for note in mix.check_labels({spec.name: spec}):
+        log(f"[warning] {note}")
+    generator = torch.Generator().manual_seed(config.seed)  # objective noise and gates, one stream per run
     steps_per_epoch = -(-len(split_graphs["train"]) // optim.batch_size)
+    total_steps = optim.max_epochs * steps_per_epoch
+
+    def context(step: int) -> ObjectiveContext:
+        return ObjectiveContext(generator=generator, tasks=specs, task_names=model.tasks, step=step, total_steps=total_steps)
+
     optimizer, scheduler = build_optimizer(model, optim, steps_per_epoch)
     ema = build_ema(model, optim.ema_decay)
     order = torch.Generator().manual_seed(config.seed)
     best_score, best_state, best_epoch, history = float("inf"), None, 0, []
     for epoch in range(1, optim.max_epochs + 1):
-        model.train()
-        losses = []
-        for batch in batches(split_graphs["train"], optim.batch_size, shuffle=True, generator=order):
-            optimizer.zero_grad(set_to_none=True)
-            loss = supervised_loss(model, batch, config, ctx)
-            loss.backward()
-            if optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            losses.append(float(loss.detach()))
+        train = batches(split_graphs["train"], optim.batch_size, shuffle=True, generator=order)
+        means = train_epoch(model, mix, train, optimizer, scheduler, ema, context, (epoch - 1) * steps_per_epoch, optim)
         current = ema.module if ema is not None else model
         val = evaluate(current, split_graphs["val"], config, spec).metrics
         score = selection_score(val, config, spec)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_score": score,
-                        "lr": scheduler.get_last_lr()[0], **{f"val/{k}": v for k, v in val.items()}})
+        history.append({"epoch": epoch, "train_loss": means.pop("loss"), "val_score": score,
+                        "lr": scheduler.get_last_lr()[0], **{f"train/{k}": v for k, v in means.items()},
+                        **{f"val/{k}": v for k, v in val.items()}})
         log(_epoch_line(history[-1], config))
         if score < best_score:
             best_score, best_state, best_epoch = score, copy.deepcopy(current.state_dict()), epoch

@@ -28,8 +28,11 @@ class DeNS(Objective):
 
     gate: "batch" (OC20/OC22 code: the whole batch is a DeNS sample with probability p) or
     "structure" (MD17 code: each structure independently). In a DeNS structure each free atom is
-    corrupted with probability `ratio`, ε ~ N(0, σ²); MD frames and structures without force labels
-    are never corrupted. sigma: Å, a float or per task; multiscale (σ_low, σ_high, levels): σ per
+    corrupted with probability `ratio`, ε ~ N(0, σ²); structures without force labels are never
+    corrupted, MD frames only where their task's `TaskSpec.dens_md_frames` allows it (the OC20/OC22
+    code never corrupts MD frames, the MD17 code does: every rMD17 frame is one). forces: "direct"
+    (the force head, as released) or "gradient" (-∂E/∂x of the corrupted structure for uncorrupted
+    atoms, the noise head for corrupted ones: conservative fine-tuning, e.g. rMD17). sigma: Å, a float or per task; multiscale (σ_low, σ_high, levels): σ per
     structure from a geometric progression, target ε/σ_high (the released option). Corrupted atoms'
     original forces (eV/Å) are encoded as the vector input. Loss per structure:
     λ_E|Ê − E|/s_E + mean_{i free} w_i ‖v̂_i − t_i‖ with (v̂, t, w) = (noise head, ε/σ, λ_D) on
@@ -45,9 +48,15 @@ class DeNS(Objective):
 
     def __init__(self, probability: float = 0.5, gate: str = "batch", ratio: float = 0.5,
                  sigma: float | Mapping[str, float] = 0.1, multiscale: tuple[float, float, int] | None = None,
-                 noise_weight: float | Mapping[str, float] = 10.0, decay: bool = False, force_encoding: bool = True):
+                 noise_weight: float | Mapping[str, float] = 10.0, decay: bool = False, force_encoding: bool = True,
+                 forces: str = "direct"):
         if gate not in ("batch", "structure"):
             raise ValueError(f"DeNS.gate must be 'batch' or 'structure', got {gate!r}")
+        if forces not in ("direct", "gradient"):
+            raise ValueError(f"DeNS.forces must be 'direct' or 'gradient', got {forces!r}")
+        self.forces = forces
+        if forces == "gradient":
+            self.requires = self.requires | {Capability.ENERGY_GRADIENT}
         for name, value in (("probability", probability), ("ratio", ratio)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"DeNS.{name} must be in [0, 1], got {value}")
@@ -58,7 +67,8 @@ class DeNS(Objective):
     def corruption(self, batch, ctx: ObjectiveContext):
         """Returns (dens_graph (G,) bool, corrupted (N,) bool, sigma (G,) Å, target_scale (G,) Å)."""
         num_graphs, graph = batch.num_graphs, batch.batch
-        eligible = ~batch.is_md.bool() & batch.has_forces.bool()
+        md_allowed = ctx.per_graph(batch, "dens_md_frames").bool()
+        eligible = (~batch.is_md.bool() | md_allowed) & batch.has_forces.bool()
         draws = uniform((1,) if self.gate == "batch" else (num_graphs,), ctx, batch.pos.device)
         dens_graph = eligible & (draws < self.probability)
         corrupted = dens_graph[graph] & free_atoms(batch) & (uniform((batch.pos.shape[0],), ctx, batch.pos.device) < self.ratio)
@@ -81,7 +91,7 @@ class DeNS(Objective):
                 kwargs["vector_input"] = batch.forces * corrupted.unsqueeze(-1)
         else:
             noise = torch.zeros_like(batch.pos)
-        out = model(batch, forces="direct", vector_heads=("noise",), **kwargs)
+        out = model(batch, forces=self.forces, vector_heads=("noise",), create_graph=ctx.training, **kwargs)
         e_term = energy_term(out.energy, batch, ctx)
         s_f = ctx.per_graph(batch, "force_std")[graph].to(out.forces.dtype).unsqueeze(-1)
         noise_target = noise / target_scale[graph].to(noise.dtype).unsqueeze(-1)

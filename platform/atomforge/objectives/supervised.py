@@ -69,8 +69,9 @@ def task_metrics(out, batch, ctx: ObjectiveContext, graph_mask=None, atom_mask=N
 class JMPSupervised(Objective):
     """JMP multi-task supervised loss: L = mean_b λ_E|ΔE|/s_E + mean_b (1/n_b)Σ_a λ_F‖ΔF‖/s_F [+ λ_S|ΔS|].
 
-    forces: "direct" (JMP's per-task heads) or "gradient" (-∂E/∂x, conservative); stress: add the
-    stress term (needs gradient-capable energy). Weights and normalisers come from ctx.tasks.
+    forces: "direct" (JMP's per-task heads), "gradient" (-∂E/∂x, conservative) or None (energy
+    only: a per-structure property); stress: add the stress term (needs gradient-capable energy).
+    Weights and normalisers come from ctx.tasks.
     """
 
     name = "jmp"
@@ -78,10 +79,12 @@ class JMPSupervised(Objective):
     labels = ("energy", "forces")
     supervised = True
 
-    def __init__(self, forces: str = "direct", stress: bool = False):
-        if forces not in ("direct", "gradient"):
-            raise ValueError(f"JMPSupervised.forces must be 'direct' or 'gradient', got {forces!r}")
+    def __init__(self, forces: str | None = "direct", stress: bool = False):
+        if forces not in ("direct", "gradient", None):
+            raise ValueError(f"JMPSupervised.forces must be 'direct', 'gradient' or None, got {forces!r}")
         self.forces, self.stress = forces, stress
+        if forces is None:
+            self.labels = ("energy",)
         if forces == "gradient" or stress:
             self.requires = self.requires | {Capability.ENERGY_GRADIENT}
         if stress:
@@ -89,9 +92,12 @@ class JMPSupervised(Objective):
 
     def run(self, model, batch, ctx: ObjectiveContext) -> ObjectiveResult:
         out = model(batch, forces=self.forces, stress=self.stress, create_graph=ctx.training)
-        e_term, f_term = energy_term(out.energy, batch, ctx), force_term(out.forces, batch, ctx)
-        loss = e_term.to(f_term.dtype) + f_term
-        metrics = {"energy_loss": float(e_term.detach()), "force_loss": float(f_term.detach())}
+        loss = e_term = energy_term(out.energy, batch, ctx)
+        metrics = {"energy_loss": float(e_term.detach())}
+        if self.forces is not None:
+            f_term = force_term(out.forces, batch, ctx)
+            loss = e_term.to(f_term.dtype) + f_term
+            metrics["force_loss"] = float(f_term.detach())
         if self.stress:
             s_term = stress_term(out.stress, batch, ctx)
             loss = loss + s_term

@@ -1,7 +1,9 @@
 """Fine-tuning recipes: each function returns a whole `FinetuneConfig`; variants derive from a base.
 
     rmd17()          JMP's rMD17 protocol: 950 train / 50 val, gradient forces, layer-wise LR, EMA
+    rmd17_dens(), rmd17_noisy_nodes()   rmd17 with a DeNS (MD17 settings) / Noisy Nodes auxiliary
     rmd17_debug()    the demo: the demo rMD17 set, a few minutes on a CPU for pretrained + scratch
+    rmd17_debug_dens(), rmd17_debug_noisy_nodes()   the same auxiliaries on the demo setup
     property_sum() / property_mean()   a per-structure property from an ASE db / extxyz key
 
 `python jobs/finetune.py --recipe NAME` looks the function up in `RECIPES`.
@@ -14,6 +16,7 @@ from collections.abc import Callable
 
 from atomforge.finetune.config import DataSpec, FinetuneConfig, FinetuneOptim, TargetSpec
 from atomforge.models.painn import PaiNNConfig
+from atomforge.objectives import DeNS, MixEntry, NoisyNodes
 
 DEMO_RMD17 = "demo_out/raw/rmd17/rmd17_ethanol.npz"  # make demo writes the raw corpora under demo_out/raw
 
@@ -50,6 +53,45 @@ def rmd17_debug() -> FinetuneConfig:
     )
 
 
+def dens_md17(forces: str = "gradient") -> DeNS:
+    """DeNS as released for MD17 (OBJECTIVES.md §2): per-structure gate p 0.25, a quarter of the free
+    atoms corrupted, σ 0.05 Å, λ_D 5 decaying linearly to 0, force encoding. The uncorrupted atoms'
+    forces are `forces` (-∂E/∂x on rMD17, JMP's choice). rMD17 frames are MD frames: the downstream
+    task lets DeNS corrupt them (TargetSpec.dens_md_frames, True as in the MD17 code)."""
+    return DeNS(probability=0.25, gate="structure", ratio=0.25, sigma=0.05, noise_weight=5.0, decay=True, forces=forces)
+
+
+def noisy_nodes_molecules(forces: str = "gradient") -> NoisyNodes:
+    """Noisy Nodes with SCD's fine-tuning values for molecules: σ 0.005 Å, weight 0.1."""
+    return NoisyNodes(sigma=0.005, weight=0.1, forces=forces)
+
+
+def with_auxiliary(config: FinetuneConfig, objective, name: str) -> FinetuneConfig:
+    """`config` whose loss is `objective` (an objective containing the supervised loss: DeNS, NoisyNodes)."""
+    return dataclasses.replace(config, name=name, objectives={objective.name: MixEntry(objective)},
+                               output=f"{config.output}_{objective.name}")
+
+
+def rmd17_dens() -> FinetuneConfig:
+    """rmd17 with the DeNS auxiliary (MD17 settings, conservative forces on uncorrupted atoms)."""
+    return with_auxiliary(rmd17(), dens_md17(), "rmd17_dens")
+
+
+def rmd17_noisy_nodes() -> FinetuneConfig:
+    """rmd17 with a Noisy Nodes auxiliary (σ 0.005 Å, weight 0.1)."""
+    return with_auxiliary(rmd17(), noisy_nodes_molecules(), "rmd17_noisy_nodes")
+
+
+def rmd17_debug_dens() -> FinetuneConfig:
+    """The demo setup with the DeNS auxiliary."""
+    return with_auxiliary(rmd17_debug(), dens_md17(), "rmd17_debug_dens")
+
+
+def rmd17_debug_noisy_nodes() -> FinetuneConfig:
+    """The demo setup with a Noisy Nodes auxiliary."""
+    return with_auxiliary(rmd17_debug(), noisy_nodes_molecules(), "rmd17_debug_noisy_nodes")
+
+
 def property_sum() -> FinetuneConfig:
     """An extensive per-structure property (key `property` in an ASE db / extxyz), sum pooling."""
     return dataclasses.replace(
@@ -69,7 +111,11 @@ def property_mean() -> FinetuneConfig:
 
 RECIPES: dict[str, Callable[[], FinetuneConfig]] = {
     "rmd17": rmd17,
+    "rmd17_dens": rmd17_dens,
+    "rmd17_noisy_nodes": rmd17_noisy_nodes,
     "rmd17_debug": rmd17_debug,
+    "rmd17_debug_dens": rmd17_debug_dens,
+    "rmd17_debug_noisy_nodes": rmd17_debug_noisy_nodes,
     "property_sum": property_sum,
     "property_mean": property_mean,
 }
@@ -82,4 +128,5 @@ def recipe(name: str) -> FinetuneConfig:
     return RECIPES[name]()
 
 
-__all__ = ["RECIPES", "recipe", "rmd17", "rmd17_debug", "property_sum", "property_mean"]
+__all__ = ["RECIPES", "recipe", "rmd17", "rmd17_dens", "rmd17_noisy_nodes", "rmd17_debug", "rmd17_debug_dens",
+           "rmd17_debug_noisy_nodes", "dens_md17", "noisy_nodes_molecules", "property_sum", "property_mean"]
