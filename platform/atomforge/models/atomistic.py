@@ -247,10 +247,12 @@ class AtomisticModel(nn.Module):
 
     def _energy(self, scalars, z, atom_task, graph_task, graph, num_graphs):
         """Returns (physical energy (G,) float64 eV, the position-dependent part (G,) in model dtype)."""
+        # Under autocast the heads' linear layers give bf16/fp16; sums over atoms accumulate in the
+        # backbone's dtype (fp32), so a head output is cast to it rather than the sum rounded down.
         per_atom = scalars.new_zeros(scalars.shape[0])
         for t in torch.unique(atom_task).tolist():
             idx = torch.nonzero(atom_task == t).squeeze(1)
-            per_atom = per_atom.index_put((idx,), self.energy_heads[self.tasks[t]](scalars[idx]))
+            per_atom = per_atom.index_put((idx,), self.energy_heads[self.tasks[t]](scalars[idx]).to(per_atom.dtype))
         normalised = scalars.new_zeros(num_graphs).index_add_(0, graph, per_atom)
         scaled = normalised * self.energy_std[graph_task].to(scalars.dtype)
         # Per-atom terms (linear reference, the per-atom mean) are summed over atoms: extensive.
@@ -264,5 +266,5 @@ class AtomisticModel(nn.Module):
         out = node.scalars.new_zeros(node.scalars.shape[0], 3)
         for t in torch.unique(atom_task).tolist():
             idx = torch.nonzero(atom_task == t).squeeze(1)
-            out = out.index_put((idx,), heads[self.tasks[t]](node.scalars[idx], node.vectors[idx]))
+            out = out.index_put((idx,), heads[self.tasks[t]](node.scalars[idx], node.vectors[idx]).to(out.dtype))
         return out
