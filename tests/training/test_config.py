@@ -92,3 +92,13 @@ def test_finetuning_target_cutoff_must_be_the_backbone_cutoff(tmp_path):
                                  target=dataclasses.replace(rmd17_debug().target, cutoff=6.0))
     with pytest.raises(ValueError, match="target.cutoff 6.0 Å differs from the backbone's 5.0 Å"):
         run_variant(config, None, "scratch")
+
+
+def test_fp16_needs_a_gpu_whatever_the_override_order():
+    from atomforge.training.launch import check_data
+
+    with pytest.raises(ValueError, match="scaling.amp=fp16 needs scaling.use_gpu=True"):
+        check_data(apply_overrides(debug_cpu(), ["scaling.amp=fp16"]))  # refused before any data is opened
+    both = apply_overrides(debug_cpu(), ["scaling.amp=fp16", "scaling.use_gpu=True"])  # amp first: accepted
+    assert (both.scaling.amp, both.scaling.use_gpu) == ("fp16", True)
+    assert apply_overrides(debug_cpu(), ["scaling.amp=bf16"]).scaling.amp == "bf16"  # bf16 autocasts on CPU

@@ -99,7 +99,7 @@ class ScalingConfig:
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
-    amp: str = "none"  # none | bf16 | fp16 (autocast; GPU only)
+    amp: str = "none"  # none | bf16 (autocast, CUDA or CPU) | fp16 (autocast + GradScaler, CUDA only)
     max_failures: int = 0  # worker failures Ray Train recovers from (restart from last checkpoint)
 
     def __post_init__(self) -> None:
@@ -167,6 +167,15 @@ class TrainConfig:
 
     def task_names(self) -> tuple[str, ...]:
         return tuple(self.data.tasks)
+
+
+def check_amp(config: TrainConfig) -> None:
+    """fp16 needs a GPU: its loss is scaled by CUDA's GradScaler (bf16 autocasts on the CPU as well).
+
+    Checked on the whole config, not in ScalingConfig, so `--set` may give amp and use_gpu in any order."""
+    if config.scaling.amp == "fp16" and not config.scaling.use_gpu:
+        raise ValueError("scaling.amp=fp16 needs scaling.use_gpu=True (fp16 training scales its loss with CUDA's "
+                         "GradScaler); on CPU use scaling.amp=bf16 or none")
 
 
 def check_cutoffs(config: TrainConfig) -> None:

@@ -11,7 +11,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from atomforge.artifacts.checkpoint import latest_checkpoint
 from atomforge.shards import open_shards
 from atomforge.storage import arrow_filesystem, filesystem
-from atomforge.training.config import TrainConfig, check_cutoffs, to_jsonable
+from atomforge.training.config import TrainConfig, check_amp, check_cutoffs, to_jsonable
 from atomforge.training.data import open_source, resolve_spec
 from atomforge.training.loop import train_worker
 from atomforge.training.runtime import build_objective
@@ -77,6 +77,7 @@ def check_data(config: TrainConfig, verify: bool = False) -> list[str]:
     the task and the file. Returns (and emits as warnings) what the run will silently do without,
     e.g. a stress term no task feeds.
     """
+    check_amp(config)
     check_cutoffs(config)
     specs = {}
     for name, task in config.data.tasks.items():

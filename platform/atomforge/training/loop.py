@@ -10,6 +10,11 @@ several times per step (SCD's two passes, DeNS) and per-task heads go unused on 
 DDP's bucketed hooks do not support without `find_unused_parameters` and a static graph.
 Randomness (task draws, objective noise, dropout) is seeded by (seed, rank, step, micro-batch), so
 a resumed run repeats an uninterrupted one exactly.
+
+A Worker learns its rank, world size and device from a `Session`: Ray Train's (`ray_session`, what
+`train_worker` uses) or one plain process without Ray (`process_session`: rank 0 of 1, checkpoints
+written to the run directory), so one GPU runs the same loop where Ray is not installed
+(benchmarks/gpu_check.py on a bare GPU machine). Ray is imported only by a Ray session.
 """
 
 from __future__ import annotations
@@ -20,11 +25,11 @@ import signal
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray.train
 import torch
 import torch.distributed as dist
 
@@ -41,15 +46,46 @@ from atomforge.training.validation import merge, validation_metrics, validation_
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class Worker:
-    """The state of one training worker; `run()` trains to `config.max_steps`."""
+@dataclass(frozen=True)
+class Session:
+    """Where a Worker runs: rank of `world`, its device, and whether Ray Train runs it (checkpoints are
+    reported to Ray Train) or one plain process does (they are written to the run directory only)."""
 
-    def __init__(self, config: TrainConfig):
-        context = ray.train.get_context()
+    rank: int
+    world: int
+    device: torch.device
+    ray: bool
+
+
+def ray_session(config: TrainConfig) -> Session:
+    """The Ray Train worker this code runs in (TorchTrainer, or its local mode with num_workers=0)."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    device = ray.train.torch.get_device() if config.scaling.use_gpu else torch.device("cpu")
+    return Session(context.get_world_rank(), context.get_world_size(), device, ray=True)
+
+
+def process_session(config: TrainConfig) -> Session:
+    """This process alone, without Ray: rank 0 of 1 on the current CUDA device when `scaling.use_gpu`."""
+    if config.scaling.use_gpu and not torch.cuda.is_available():
+        raise ValueError("scaling.use_gpu is set but torch sees no CUDA device")
+    device = torch.device("cuda", torch.cuda.current_device()) if config.scaling.use_gpu else torch.device("cpu")
+    return Session(0, 1, device, ray=False)
+
+
+class Worker:
+    """The state of one training worker; `run()` trains to `config.max_steps`.
+
+    session: where it runs (default: the Ray Train worker it is called in, `ray_session`).
+    """
+
+    def __init__(self, config: TrainConfig, session: Session | None = None):
+        self.session = session or ray_session(config)
         self.config = config
-        self.rank, self.world = context.get_world_rank(), context.get_world_size()
-        self.local_mode = config.scaling.num_workers == 0
-        self.device = ray.train.torch.get_device() if config.scaling.use_gpu else torch.device("cpu")
+        self.rank, self.world, self.device = self.session.rank, self.session.world, self.session.device
+        self.local_mode = config.scaling.num_workers == 0 or not self.session.ray
         self.sources = {name: open_source(name, task.url) for name, task in config.data.tasks.items()}
         self.specs = {name: resolve_spec(task.spec, self.sources[name]) for name, task in config.data.tasks.items()}
         torch.manual_seed(config.seed)  # identical initial weights on every rank
@@ -61,7 +97,10 @@ class Worker:
         self.ema = build_ema(self.model, config.optim.ema_decay)
         self.optimizer = build_optimizer(self.model, config.optim, self.objective.frozen_parameters(self.model))
         self.scheduler = build_scheduler(self.optimizer, config.max_steps, config.optim)
-        self.amp = AMP_DTYPES.get(config.scaling.amp) if self.device.type == "cuda" else None
+        self.amp = AMP_DTYPES.get(config.scaling.amp)  # bf16 autocasts on CPU too; fp16 needs CUDA (config)
+        if self.amp is torch.float16 and self.device.type != "cuda":
+            raise ValueError(f"scaling.amp=fp16 needs a CUDA device (its GradScaler is CUDA's); {self.device} has "
+                             "none: use scaling.amp=bf16 or none")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp is torch.float16)
         self.loader = train_loader(config.data, self.sources, self.specs, config.seed, self.rank, self.world,
                                    config.optim.grad_accum, pin_memory=self.device.type == "cuda")
@@ -208,14 +247,16 @@ class Worker:
         name = ckpt.checkpoint_name(self.step)
         report = {"step": self.step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
         if self.rank != 0:
-            ray.train.report(report, checkpoint=None)
+            _ray_train().report(report, checkpoint=None)
             return
         with tempfile.TemporaryDirectory() as tmp:
             model_json = self.model.config_dict() if hasattr(self.model, "config_dict") else None
             ckpt.write_checkpoint(Path(tmp), self._state(mixers), to_jsonable(self.config), model_json)
             if self.local_mode:
                 ckpt.upload(Path(tmp), self.config.checkpoint.output, name, self.config.checkpoint.num_to_keep)
-            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+            if self.session.ray:
+                train = _ray_train()
+                train.report(report, checkpoint=train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
         self.logger.sync()
 
     def _restore(self) -> None:
@@ -242,7 +283,7 @@ class Worker:
             print(f"resumed from step {self.step}", flush=True)
 
     def _load_state(self) -> dict[str, Any] | None:
-        checkpoint = ray.train.get_checkpoint()
+        checkpoint = _ray_train().get_checkpoint() if self.session.ray else None
         if checkpoint is not None:
             with checkpoint.as_directory() as directory:
                 return ckpt.read_state(directory)
@@ -294,6 +335,13 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     Starts from the latest checkpoint of the run directory when there is one (a restart or --resume).
     """
     Worker(loop_config["config"]).run()
+
+
+def _ray_train():
+    """Ray Train's API, imported only where a Ray session uses it (a plain process runs without Ray)."""
+    import ray.train
+
+    return ray.train
 
 
 def _sum_dicts(dicts) -> dict[str, float]:
