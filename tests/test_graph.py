@@ -95,6 +95,19 @@ def test_edges_equal_ase(name):
     assert edge_set(graph.edge_index[0], graph.edge_index[1], graph.shifts) == ase_reference(atoms, cutoff)
 
 
+@pytest.mark.parametrize("name", CASES)
+def test_device_search_gives_the_same_graph(name):
+    """neighbor_graph(device=...) searches with vesin-torch (a GPU's CUDA kernel; here its CPU path):
+    the same edges, in the same order, truncated alike, for every geometry above."""
+    pytest.importorskip("vesin_torch", reason="vesin-torch not installed (pip install 'atomforge[gpu]')")
+    atoms, cutoff = CASES[name]
+    structure = from_ase(atoms, name)
+    for k, skin in ((None, 0.0), (12, 0.5)):
+        expected = neighbor_graph(structure, cutoff, k, skin=skin)
+        got = neighbor_graph(structure, cutoff, k, skin=skin, device="cpu")
+        assert np.array_equal(got.edge_index, expected.edge_index) and np.array_equal(got.shifts, expected.shifts)
+
+
 def test_edge_vector_convention_and_order():
     atoms, cutoff = CASES["perturbed_triclinic"]
     s = from_ase(atoms, "t")

@@ -103,17 +103,37 @@ class GraphSearch(NamedTuple):
     closest: tuple[int, int, float] | None
 
 
-def _radius_pairs(positions: np.ndarray, cell, pbc, cutoff: float):
-    """All pairs within `cutoff`: src, dst, shift (int64), distance (float64, `edge_lengths`)."""
+def _radius_pairs(positions: np.ndarray, cell, pbc, cutoff: float, device=None):
+    """All pairs within `cutoff`: src, dst, shift (int64), distance (float64, `edge_lengths`).
+
+    The search runs in vesin on the CPU, or in vesin-torch on `device` (a torch device: its CUDA
+    kernel on a GPU); either way the candidates are measured, filtered and ordered here, identically."""
     box, periodic = _vesin_box(cell, pbc)
-    calculator = vesin.NeighborList(cutoff=float(cutoff) * (1 + 1e-9) + 1e-9, full_list=True)
-    i, j, shifts = calculator.compute(points=positions, box=box, periodic=periodic, quantities="ijS")
+    radius = float(cutoff) * (1 + 1e-9) + 1e-9
+    if device is None:
+        i, j, shifts = vesin.NeighborList(cutoff=radius, full_list=True).compute(
+            points=positions, box=box, periodic=periodic, quantities="ijS")
+    else:
+        i, j, shifts = _torch_search(positions, box, periodic, radius, device)
     src, dst = j.astype(np.int64), i.astype(np.int64)
     shifts = shifts.astype(np.int64).reshape(-1, 3)
     cell64 = None if not np.asarray(pbc).any() else np.asarray(cell, dtype=np.float64)
     distance = edge_lengths(positions, cell64, (src, dst), shifts.astype(np.float64))
     keep = distance <= cutoff
     return src[keep], dst[keep], shifts[keep], distance[keep]
+
+
+def _torch_search(positions: np.ndarray, box: np.ndarray, periodic: list[bool], radius: float, device):
+    """vesin-torch's full neighbor list on `device`, copied back as numpy (i, j, S)."""
+    try:
+        import vesin_torch
+    except ImportError:
+        raise ImportError("a neighbor search on a device needs vesin-torch: pip install 'atomforge[gpu]'") from None
+    points = torch.as_tensor(positions, dtype=torch.float64, device=device)
+    calculator = vesin_torch.NeighborList(cutoff=radius, full_list=True)
+    i, j, shifts = calculator.compute(points=points, box=torch.as_tensor(box, dtype=torch.float64, device=device),
+                                      periodic=torch.tensor(periodic, device=device), quantities="ijS")
+    return i.cpu().numpy(), j.cpu().numpy(), shifts.cpu().numpy()
 
 
 def _order(src, dst, shifts, distance) -> np.ndarray:
@@ -154,13 +174,14 @@ def _truncate(dst, distance, num_atoms: int, max_neighbors: int, tie_rule: str) 
 
 
 def search_graph(positions, cell, pbc, radius: float, max_neighbors: int | None = None,
-                 tie_rule: str = "strict") -> GraphSearch:
+                 tie_rule: str = "strict", device=None) -> GraphSearch:
     """One vesin search within `radius` Å: the sorted, truncated graph and the closest pair.
 
     Args:
         positions (N, 3) Å (rounded to float32 first, as shards store them); cell (3, 3) Å or None;
         pbc (3,) bool; radius = cutoff + skin; max_neighbors = K (None = keep all); tie_rule as
-        the module says.
+        the module says; device: None searches with vesin on the CPU, a torch device ("cuda")
+        with vesin-torch there (`atomforge[gpu]`): same pairs, same order, only the search moves.
     Returns:
         GraphSearch(graph, closest); the graph equals `neighbor_graph` with the same arguments.
     """
@@ -168,7 +189,7 @@ def search_graph(positions, cell, pbc, radius: float, max_neighbors: int | None 
     positions = np.asarray(positions, dtype=np.float32).astype(np.float64).reshape(-1, 3)
     pbc = np.zeros(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool)
     num_atoms = len(positions)
-    src, dst, shifts, distance = _radius_pairs(positions, cell, pbc, radius)
+    src, dst, shifts, distance = _radius_pairs(positions, cell, pbc, radius, device)
     closest = None
     if len(distance):
         k = int(np.argmin(distance))
@@ -199,6 +220,7 @@ def neighbor_graph(
     positions=None,
     cell=None,
     pbc=None,
+    device=None,
 ) -> NeighborGraph:
     """Radius graph of a `Structure` (or of positions/cell/pbc) within `cutoff + skin` Å.
 
@@ -207,12 +229,13 @@ def neighbor_graph(
         cutoff: radius in Å; may exceed the cell (all images within reach are listed).
         max_neighbors: keep at most K per receiving atom (see the module's tie rules); None = all.
         skin: extra radius for storage (Verlet skin); re-filter with `refilter` at load time.
+        device: where the candidate search runs (`search_graph`).
     Returns:
         NeighborGraph(edge_index (2, E) [src, dst], shifts (E, 3) int), sorted as the module says.
     """
     if structure is not None:
         positions, cell, pbc = structure.positions, structure.cell, structure.pbc
-    return search_graph(positions, cell, pbc, cutoff + skin, max_neighbors, tie_rule).graph
+    return search_graph(positions, cell, pbc, cutoff + skin, max_neighbors, tie_rule, device).graph
 
 
 def _stored_distance(positions: torch.Tensor, cell, edge_index, shifts) -> torch.Tensor:
