@@ -38,8 +38,9 @@ class ObjectiveContext:
 
     def per_graph(self, batch, attribute: str) -> torch.Tensor:
         """A TaskSpec attribute (e.g. 'energy_std', 'force_weight') for each graph, (G,) float64."""
-        values = torch.tensor([float(getattr(self.tasks[name], attribute)) for name in self.task_names], dtype=torch.float64)
-        return values.to(batch.task.device)[batch.task]
+        values = torch.tensor([float(getattr(self.tasks[name], attribute)) for name in self.task_names],
+                              dtype=torch.float64, device=batch.task.device)
+        return values[batch.task]
 
     def task_of_graph(self, batch) -> list[str]:
         return [self.task_names[t] for t in batch.task.tolist()]
