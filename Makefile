@@ -5,7 +5,7 @@ PYTHON ?= python3
 DEMO_DIR ?= demo_out
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench replicate lint clean venv
+.PHONY: test demo bench replicate lint clean venv gpu-check gpu-wheels
 
 venv: $(STAMP)
 
@@ -32,6 +32,19 @@ bench: $(STAMP)
 # The seed papers' claims in miniature over 3 seeds (docs/replication.md): ~90 min on 2 idle cores.
 replicate: $(STAMP)
 	$(PY) benchmarks/replicate.py --json replication_out/replication.json
+
+# The GPU path in one time-boxed run on this machine's CUDA device (docs/gpu.md).
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py --json bench_out/gpu.json --minutes 5
+
+# For a GPU machine that reaches no package registry: wheels (CPython 3.12, x86-64 Linux) of what a
+# CUDA PyTorch image usually lacks, to carry there and install with --no-deps (docs/gpu.md).
+GPU_WHEELS ?= .whl
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d $(GPU_WHEELS) vesin==0.6.2 vesin-torch==0.6.2 ase==3.29.0 tblite==0.8.0 \
+	  cffi==2.1.1 pycparser==3.12 lmdb==3.0.0 ase-db-backends==0.11.0
 
 clean:
 	rm -rf $(DEMO_DIR) replication_out .pytest_cache
