@@ -44,7 +44,7 @@ gpu-wheels:
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
 	  --platform manylinux2014_x86_64 -d $(GPU_WHEELS) vesin==0.6.2 vesin-torch==0.6.2 ase==3.29.0 tblite==0.8.0 \
-	  cffi==2.1.1 pycparser==3.12 lmdb==3.0.0 ase-db-backends==0.11.0
+	  oxyz==0.2.0 cffi==2.1.1 pycparser==3.12 lmdb==3.0.0 ase-db-backends==0.11.0
 
 clean:
 	rm -rf $(DEMO_DIR) replication_out .pytest_cache
