@@ -16,6 +16,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from atomforge.batch import collate
 from atomforge.models.atomistic import FORCE_MODES
+from atomforge.models.inputs import ModelInputs
 from atomforge.schema import Structure
 from atomforge.tasks import TaskSpec
 
@@ -49,10 +50,11 @@ class AtomforgeCalculator(Calculator):
         periodic = bool(self.atoms.pbc.any())
         stress = periodic and "stress" in properties
         dtype = next(self.model.parameters()).dtype  # a float64 model sees float64 positions and cell
-        positions = torch.as_tensor(self.atoms.positions, dtype=dtype, device=self.device)
-        batch.cell = torch.as_tensor(self.atoms.cell.array, dtype=dtype, device=self.device).unsqueeze(0)
+        inputs = ModelInputs.clean(batch).replace(
+            positions=torch.as_tensor(self.atoms.positions, dtype=dtype, device=self.device),
+            cell=torch.as_tensor(self.atoms.cell.array, dtype=dtype, device=self.device).unsqueeze(0))
         with torch.set_grad_enabled(self.forces_mode == "gradient" or stress):
-            out = self.model(batch, positions=positions, forces=self.forces_mode, stress=stress, create_graph=False)
+            out = self.model(inputs, forces=self.forces_mode, stress=stress, create_graph=False)
         energy = float(out.energy.detach()[0])
         self.results = {"energy": energy, "free_energy": energy,
                         "forces": out.forces.detach().double().cpu().numpy()}

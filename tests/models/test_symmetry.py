@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from ase.build import molecule
+from atomforge.models import ModelInputs
 from scipy.spatial.transform import Rotation
 
 TOL = dict(rtol=1e-7, atol=1e-8)
@@ -15,8 +16,9 @@ def outputs(kit, model, atoms, vector_input=None):
     """(energy (1,), direct forces, gradient forces, noise head) for one structure, float64."""
     batch = kit.make_batch([kit.labelled(atoms, "x")], double=True)
     vi = None if vector_input is None else torch.as_tensor(vector_input)
-    direct = model(batch, forces="direct", vector_heads=("noise",), vector_input=vi)
-    grad = model(batch, forces="gradient", vector_input=vi)
+    inputs = ModelInputs.clean(batch).replace(vector_input=vi)
+    direct = model(inputs, forces="direct", vector_heads=("noise",))
+    grad = model(inputs, forces="gradient")
     return direct.energy.detach(), direct.forces.detach(), grad.forces.detach(), direct.vectors["noise"].detach()
 
 

@@ -11,7 +11,7 @@ import torch
 from ase.build import add_adsorbate, fcc111, molecule
 from ase.calculators.emt import EMT
 from atomforge.batch import collate
-from atomforge.models import AtomisticModel
+from atomforge.models import AtomisticModel, ModelInputs
 from atomforge.models.equivariant import EquivariantConfig
 from atomforge.models.painn import PaiNNConfig
 from atomforge.objectives import ObjectiveContext
@@ -78,14 +78,16 @@ def context(seed: int = 0, step: int = 0, total_steps: int = 10) -> ObjectiveCon
 
 
 class Recorder:
-    """Calls the model and keeps (kwargs, output) of every call, for hand computations."""
+    """Calls the model and keeps (inputs, request, output) of every call, for hand computations:
+    the ModelInputs it read (a batch as its clean view) and the keywords saying what to compute."""
 
     def __init__(self, model):
         self.model, self.calls = model, []
 
-    def __call__(self, batch, **kwargs):
-        out = self.model(batch, **kwargs)
-        self.calls.append((kwargs, out))
+    def __call__(self, inputs, **request):
+        inputs = inputs if isinstance(inputs, ModelInputs) else ModelInputs.clean(inputs)
+        out = self.model(inputs, **request)
+        self.calls.append((inputs, request, out))
         return out
 
 

@@ -35,11 +35,11 @@ def test_dens_never_moves_fixed_atoms_nor_md_frames(kit):
     md = batch.is_md[batch.batch]
     for seed in range(5):
         DeNS(probability=1.0, gate="structure", ratio=1.0).run(model, batch, kit.context(seed))
-        kwargs, _ = model.calls[-1]
-        moved = (kwargs["positions"] - batch.pos).abs().sum(-1) > 0
+        inputs, _, _ = model.calls[-1]
+        moved = (inputs.positions - batch.pos).abs().sum(-1) > 0
         assert not moved[batch.fixed].any() and not moved[md].any()
         assert moved[~batch.fixed & ~md].all()  # ratio 1: every other free atom is corrupted
-        assert not kwargs["vector_input"][~moved].any()
+        assert not inputs.vector_input[~moved].any()
 
 
 def test_dens_corrupts_md_frames_where_the_task_allows_it(kit):

@@ -30,7 +30,7 @@ def close(a, b):
 
 def test_jmp(kit):
     batch, calls, result = run(kit, JMPSupervised())
-    out = calls[0][1]
+    out = calls[0][2]
     energy = L_E * abs(float(out.energy[0]) - float(batch.energy[0])) / S_E
     forces = sum(L_F * torch.linalg.norm(out.forces[i] - batch.forces[i]) / S_F for i in range(3)) / 3
     close(result.loss, energy + forces)
@@ -39,8 +39,8 @@ def test_jmp(kit):
 
 def test_derivative_force_field(kit):
     batch, calls, result = run(kit, DerivativeForceField(1.0, 500.0, 500.0))
-    out = calls[0][1]
-    assert calls[0][0]["forces"] == "gradient"
+    _, request, out = calls[0]
+    assert request["forces"] == "gradient"
     expected = abs(float(out.energy[0] - batch.energy[0])) / 3 + 500 * (out.forces - batch.forces).abs().mean()
     close(result.loss, expected)
 
@@ -48,11 +48,11 @@ def test_derivative_force_field(kit):
 def test_dens(kit):
     sigma, lambda_d = 0.1, 7.0
     batch, calls, result = run(kit, DeNS(probability=1.0, ratio=0.5, sigma=sigma, noise_weight=lambda_d), seed=3)
-    kwargs, out = calls[0]
-    noise = kwargs["positions"] - batch.pos
+    inputs, _, out = calls[0]
+    noise = inputs.positions - batch.pos
     corrupted = noise.abs().sum(-1) > 0
     assert 0 < int(corrupted.sum()) < 3  # the seed gives a mix of corrupted and clean atoms
-    torch.testing.assert_close(kwargs["vector_input"], batch.forces * corrupted[:, None])
+    torch.testing.assert_close(inputs.vector_input, batch.forces * corrupted[:, None])
     energy = L_E * abs(float(out.energy[0] - batch.energy[0])) / S_E
     atoms = [lambda_d * torch.linalg.norm(out.vectors["noise"][i] - noise[i] / sigma) if corrupted[i]
              else L_F * torch.linalg.norm(out.forces[i] / S_F - batch.forces[i] / S_F) for i in range(3)]
@@ -62,31 +62,31 @@ def test_dens(kit):
 def test_scd(kit):
     sigma = 0.04
     batch, calls, result = run(kit, SCD(sigma=sigma))
-    (first_kwargs, first), (second_kwargs, second) = calls
-    assert first_kwargs["embedding"] and second_kwargs["condition"] is first.embedding
-    noise = second_kwargs["positions"] - batch.pos
+    (_, first_request, first), (second_inputs, _, second) = calls
+    assert first_request["embedding"] and second_inputs.condition is first.embedding
+    noise = second_inputs.positions - batch.pos
     close(result.loss, ((second.vectors["noise"] - noise / sigma) ** 2).mean())
 
 
 def test_coordinate_denoising(kit):
     for objective, square in ((CoordinateDenoising.zaidi(), True), (CoordinateDenoising.prediction_head(), False)):
         batch, calls, result = run(kit, objective)
-        kwargs, out = calls[0]
-        err = out.vectors["noise"] - (kwargs["positions"] - batch.pos) / objective.sigma
+        inputs, _, out = calls[0]
+        err = out.vectors["noise"] - (inputs.positions - batch.pos) / objective.sigma
         close(result.loss, (err**2).mean() if square else err.abs().mean())
 
 
 def test_derivative_denoising_uses_the_physical_sign(kit):
     batch, calls, result = run(kit, DerivativeDenoising(sigma=0.1))
-    kwargs, out = calls[0]
-    noise = kwargs["positions"] - batch.pos
+    inputs, _, out = calls[0]
+    noise = inputs.positions - batch.pos
     close(result.loss, (out.forces / S_F - (-noise / 0.1)).abs().mean())
 
 
 def test_noisy_nodes(kit):
     batch, calls, result = run(kit, NoisyNodes(sigma=0.005, weight=0.1))
-    kwargs, out = calls[0]
-    noise = kwargs["positions"] - batch.pos
+    inputs, _, out = calls[0]
+    noise = inputs.positions - batch.pos
     energy = L_E * abs(float(out.energy[0] - batch.energy[0])) / S_E
     forces = sum(L_F * torch.linalg.norm(out.forces[i] - batch.forces[i]) / S_F for i in range(3)) / 3
     close(result.loss, energy + forces + 0.1 * ((out.vectors["noise"] - noise / 0.005) ** 2).mean())
@@ -94,11 +94,11 @@ def test_noisy_nodes(kit):
 
 def test_hydrogen_masking(kit):
     batch, calls, result = run(kit, HydrogenMasking())
-    kwargs, out = calls[0]
-    masked = torch.nonzero(kwargs["z"] == MASK_Z).squeeze(1)
+    inputs, _, out = calls[0]
+    masked = torch.nonzero(inputs.z == MASK_Z).squeeze(1)
     assert masked.numel() == 1 and int(batch.z[masked]) == 1  # one H of the O-H group
     oxygen = int(torch.nonzero(batch.z == 8))
-    torch.testing.assert_close(kwargs["positions"][masked[0]], batch.pos[oxygen])  # position withheld
+    torch.testing.assert_close(inputs.positions[masked[0]], batch.pos[oxygen])  # position withheld
     target = batch.pos[masked[0]] - batch.pos[oxygen]
     pred = out.vectors["mask"][masked[0]]
     close(result.loss, 1 - torch.dot(pred, target) / (pred.norm() * target.norm()))

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from atomforge.models.backbone import NUM_ATOM_TYPES, Backbone, BackboneInputs, Capability, NodeFeatures
-from atomforge.models.heads import EnergyHead, GraphEmbeddingHead, VectorHead
+from atomforge.models.heads import EnergyHead, GraphEmbeddingHead, TaskHeads, VectorHead
+from atomforge.models.inputs import ModelInputs
 from atomforge.tasks import JMP_TASKS, TaskSpec
 
 FORCE_MODES = ("direct", "gradient")
@@ -45,7 +46,7 @@ def _task_specs(tasks: Sequence[str] | Mapping[str, TaskSpec]) -> dict[str, Task
 
 
 class AtomisticModel(nn.Module):
-    """Backbone + heads. Task ids in `batch.task` index `self.tasks`.
+    """Backbone + heads. Task ids (`ModelInputs.task`, from `batch.task`) index `self.tasks`.
 
     Args:
         backbone: a backbone config with `.build()` (e.g. `PaiNNConfig.tiny()`).
@@ -63,8 +64,8 @@ class AtomisticModel(nn.Module):
         self.tasks = tuple(specs)
         self.backbone: Backbone = backbone.build()
         fs, fv = self.backbone.num_scalars, self.backbone.num_vectors
-        self.energy_heads = nn.ModuleDict({t: EnergyHead(fs) for t in self.tasks})
-        self.force_heads = nn.ModuleDict({t: VectorHead(fs, fv) for t in self.tasks})
+        self.energy_heads = TaskHeads({t: EnergyHead(fs) for t in self.tasks})
+        self.force_heads = TaskHeads({t: VectorHead(fs, fv) for t in self.tasks})
         self.vector_heads = nn.ModuleDict({name: VectorHead(fs, fv) for name in vector_heads})
         cond = self.backbone.condition_dim
         self.embedding_head = GraphEmbeddingHead(fs, cond) if cond > 0 else None
@@ -136,70 +137,62 @@ class AtomisticModel(nn.Module):
     # ---- forward -------------------------------------------------------------------------------
     def forward(
         self,
-        batch,
+        inputs,
         *,
-        positions: torch.Tensor | None = None,
-        edge_index: torch.Tensor | None = None,
-        shifts: torch.Tensor | None = None,
-        z: torch.Tensor | None = None,
         energy: bool = True,
         forces: str | None = None,
         stress: bool = False,
         vector_heads: Sequence[str] = (),
         embedding: bool = False,
-        vector_input: torch.Tensor | None = None,
-        condition: torch.Tensor | None = None,
-        drop_condition: torch.Tensor | None = None,
         freeze_embedding: bool = False,
         create_graph: bool | None = None,
     ) -> ModelOutput:
-        """Run the backbone and the requested heads on a batch (see `atomforge.batch`).
+        """Run the backbone on `inputs` and the heads the keywords ask for.
 
-        positions (N, 3) Å / edge_index (2, E) / shifts (E, 3) / z (N,): overrides of the batch's
-        (corrupted positions with the edges `regraph` gives, masked types). forces: None, "direct"
-        or "gradient" (-∂E/∂x). stress: (1/V)∂E/∂ε by a symmetric strain (needs energy).
-        vector_input (N, 3): DeNS force encoding, zero rows encode nothing. condition (G, C): SCD;
-        None or drop_condition (G,) bool -> the learned null token. create_graph defaults to
-        `self.training` for gradient forces/stress.
+        inputs: a `ModelInputs` (an objective's corrupted view) or a batch (`atomforge.batch`),
+        read as `ModelInputs.clean(batch)`. energy: the per-task energy (G,) eV. forces: None,
+        "direct" (per-task heads) or "gradient" (-∂E/∂x). stress: (1/V)∂E/∂ε by a symmetric strain.
+        vector_heads: names of per-atom vector heads to evaluate. embedding: the graph embedding
+        (G, C) (SCD). freeze_embedding: detach the atom-type embedding (SCD). create_graph: keep
+        the graph of gradient forces / stress for a backward pass (default `self.training`).
         """
-        if forces not in (None, *FORCE_MODES):
-            raise ValueError(f"forces must be None, 'direct' or 'gradient', got {forces!r}")
-        pos = batch.pos if positions is None else positions
-        edge_index = batch.edge_index if edge_index is None else edge_index
-        shifts = batch.shifts if shifts is None else shifts
-        z = batch.z if z is None else z
-        graph, num_graphs = batch.batch, int(batch.num_graphs)
-        cell = batch.cell.to(pos.dtype)
+        self._check_request(forces, vector_heads, embedding)
+        if not isinstance(inputs, ModelInputs):
+            inputs = ModelInputs.clean(inputs)
+        graph, num_graphs = inputs.graph, inputs.num_graphs
+        pos, cell = inputs.positions, inputs.cell.to(inputs.positions.dtype)
         need_grad = forces == "gradient" or stress
-        strain = None
+        strain, pos_in = None, pos
         if need_grad:
             pos, strain, pos_in, cell = self._strained(pos, cell, graph, num_graphs)
-        else:
-            pos_in = pos
-        edge_index, edge_vec, shifts = self._edges(pos_in, cell, edge_index, shifts.to(pos.dtype), graph)
+        edge_index, edge_vec, shifts = self._edges(pos_in, cell, inputs.edge_index, inputs.shifts.to(pos.dtype), graph)
         node = self.backbone(BackboneInputs(
-            z=z, edge_index=edge_index, edge_vec=edge_vec, graph=graph, num_graphs=num_graphs,
-            vector_input=vector_input, condition=self._condition(condition, drop_condition, num_graphs),
-            freeze_embedding=freeze_embedding, shifts=shifts))
+            z=inputs.z, edge_index=edge_index, edge_vec=edge_vec, graph=graph, num_graphs=num_graphs,
+            vector_input=inputs.vector_input, freeze_embedding=freeze_embedding, shifts=shifts,
+            condition=self._condition(inputs.condition, inputs.drop_condition, num_graphs)))
         out = ModelOutput(node=node, positions=pos)
-        atom_task = batch.task[graph]
+        atom_task = inputs.task[graph]
         if energy or need_grad:
-            out.energy, scaled = self._energy(node.scalars, z, atom_task, batch.task, graph, num_graphs)
+            out.energy, scaled = self._energy(node.scalars, inputs, atom_task)
         if need_grad:
             create = self.training if create_graph is None else create_graph
-            self._derivatives(out, scaled, pos, strain if stress else None, batch, forces == "gradient", create)
+            self._derivatives(out, scaled, pos, strain if stress else None, inputs, forces == "gradient", create)
         if forces == "direct":
-            out.forces, out.forces_mode = self._routed_vectors(self.force_heads, node, atom_task), "direct"
-            out.forces = out.forces * self.force_std[atom_task].to(out.forces.dtype).unsqueeze(-1)
-        for name in vector_heads:
-            if name not in self.vector_heads:
-                raise ValueError(f"unknown vector head {name!r}; this model has {list(self.vector_heads)}")
-            out.vectors[name] = self.vector_heads[name](node.scalars, node.vectors)
+            direct = self.force_heads(atom_task, node.scalars, node.vectors).to(node.scalars.dtype)
+            out.forces, out.forces_mode = direct * self.force_std[atom_task].to(direct.dtype).unsqueeze(-1), "direct"
+        out.vectors = {name: self.vector_heads[name](node.scalars, node.vectors) for name in vector_heads}
         if embedding:
-            if self.embedding_head is None:
-                raise ValueError("embedding requested but the backbone has condition_dim = 0")
             out.embedding = self.embedding_head(node.scalars, graph, num_graphs)
         return out
+
+    def _check_request(self, forces: str | None, vector_heads: Sequence[str], embedding: bool) -> None:
+        if forces not in (None, *FORCE_MODES):
+            raise ValueError(f"forces must be None, 'direct' or 'gradient', got {forces!r}")
+        unknown = [name for name in vector_heads if name not in self.vector_heads]
+        if unknown:
+            raise ValueError(f"unknown vector heads {unknown}; this model has {list(self.vector_heads)}")
+        if embedding and self.embedding_head is None:
+            raise ValueError("embedding requested but the backbone has condition_dim = 0")
 
     @staticmethod
     def _strained(pos, cell, graph, num_graphs):
@@ -212,15 +205,14 @@ class AtomisticModel(nn.Module):
         return pos, strain, pos + torch.einsum("ni,nij->nj", pos, sym[graph]), cell + cell @ sym
 
     @staticmethod
-    def _derivatives(out, scaled, pos, strain, batch, want_forces: bool, create_graph: bool) -> None:
+    def _derivatives(out, scaled, pos, strain, inputs: ModelInputs, want_forces: bool, create_graph: bool) -> None:
         """Fill out.forces = -∂E/∂x (eV/Å) and/or out.stress = (1/V)∂E/∂ε (eV/Å³, 0 if not periodic)."""
-        inputs = [pos] if strain is None else [pos, strain]
-        grads = torch.autograd.grad(scaled.sum(), inputs, create_graph=create_graph)
+        grads = torch.autograd.grad(scaled.sum(), [pos] if strain is None else [pos, strain], create_graph=create_graph)
         if want_forces:
             out.forces, out.forces_mode = -grads[0], "gradient"
         if strain is not None:
-            volume = torch.linalg.det(batch.cell.to(pos.dtype)).abs()
-            periodic = batch.pbc.any(dim=1) & (volume > 1e-8)
+            volume = torch.linalg.det(inputs.cell.to(pos.dtype)).abs()
+            periodic = inputs.pbc.any(dim=1) & (volume > 1e-8)
             stress = grads[1] / torch.where(periodic, volume, torch.ones_like(volume))[:, None, None]
             out.stress = stress * periodic[:, None, None]
 
@@ -245,26 +237,17 @@ class AtomisticModel(nn.Module):
             return condition
         return torch.where(drop.unsqueeze(-1), null, condition)
 
-    def _energy(self, scalars, z, atom_task, graph_task, graph, num_graphs):
+    def _energy(self, scalars, inputs: ModelInputs, atom_task):
         """Returns (physical energy (G,) float64 eV, the position-dependent part (G,) in model dtype)."""
+        graph, graph_task, num_graphs = inputs.graph, inputs.task, inputs.num_graphs
         # Under autocast the heads' linear layers give bf16/fp16; sums over atoms accumulate in the
         # backbone's dtype (fp32), so a head output is cast to it rather than the sum rounded down.
-        per_atom = scalars.new_zeros(scalars.shape[0])
-        for t in torch.unique(atom_task).tolist():
-            idx = torch.nonzero(atom_task == t).squeeze(1)
-            per_atom = per_atom.index_put((idx,), self.energy_heads[self.tasks[t]](scalars[idx]).to(per_atom.dtype))
+        per_atom = self.energy_heads(atom_task, scalars).to(scalars.dtype)
         normalised = scalars.new_zeros(num_graphs).index_add_(0, graph, per_atom)
         scaled = normalised * self.energy_std[graph_task].to(scalars.dtype)
         # Per-atom terms (linear reference, the per-atom mean) are summed over atoms: extensive.
         per_atom_mean = torch.where(self.mean_per_atom[atom_task], self.energy_mean[atom_task], 0.0)
-        reference = torch.zeros(num_graphs, dtype=torch.float64, device=z.device).index_add_(
-            0, graph, self.linear_reference[atom_task, z] + per_atom_mean)
+        reference = torch.zeros(num_graphs, dtype=torch.float64, device=scalars.device).index_add_(
+            0, graph, self.linear_reference[atom_task, inputs.z] + per_atom_mean)
         per_structure_mean = torch.where(self.mean_per_atom[graph_task], 0.0, self.energy_mean[graph_task])
         return scaled.double() + per_structure_mean + reference, scaled
-
-    def _routed_vectors(self, heads: nn.ModuleDict, node: NodeFeatures, atom_task) -> torch.Tensor:
-        out = node.scalars.new_zeros(node.scalars.shape[0], 3)
-        for t in torch.unique(atom_task).tolist():
-            idx = torch.nonzero(atom_task == t).squeeze(1)
-            out = out.index_put((idx,), heads[self.tasks[t]](node.scalars[idx], node.vectors[idx]).to(out.dtype))
-        return out

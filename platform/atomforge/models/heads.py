@@ -1,9 +1,11 @@
-"""Output heads on node features: per-atom energies, equivariant per-atom vectors, a pooled graph embedding."""
+"""Output heads on node features: per-atom energies, equivariant per-atom vectors, a pooled graph
+embedding, and per-task heads evaluated together (`TaskHeads`)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.func import functional_call, vmap
 
 from atomforge.models.radial import safe_norm
 
@@ -72,3 +74,27 @@ class GraphEmbeddingHead(nn.Module):
         h = self.node(s)
         pooled = h.new_zeros(num_graphs, h.shape[1]).index_add_(0, graph, h)
         return self.graph(self.pooled_norm(pooled))
+
+
+class TaskHeads(nn.ModuleDict):
+    """One head per task, all of one architecture, evaluated as one batched module.
+
+    Each head keeps its parameters under its task's name (`heads["oc20"]`, state-dict keys
+    `<name>.<task>.<parameter>`), so checkpoints, fine-tuning's kept heads and layer-wise learning
+    rates address a task's head by name. `forward` stacks the heads' parameters along a leading
+    task dimension (T, ...), evaluates every head on every atom with `torch.func.vmap` (one batched
+    matmul per layer, whatever T) and keeps each atom's own task's row with one gather: T times the
+    heads' arithmetic, no host synchronisation and no per-task kernels (a loop over the tasks
+    present needs their ids on the host, a device sync every step on a GPU).
+    """
+
+    def forward(self, atom_task: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
+        """atom_task (N,) long, index into the heads in insertion order; features: the heads'
+        arguments, each (N, ...). Returns (N, ...): each atom's output from its task's head."""
+        heads = list(self.values())
+        names = [name for name, _ in heads[0].named_parameters()]
+        params = [dict(head.named_parameters()) for head in heads]
+        stacked = {name: torch.stack([p[name] for p in params]) for name in names}  # (T, ...) each
+        per_task = vmap(lambda p: functional_call(heads[0], p, features))(stacked)  # (T, N, ...)
+        index = atom_task.view(1, -1, *(1,) * (per_task.dim() - 2)).expand(1, *per_task.shape[1:])
+        return per_task.gather(0, index).squeeze(0)

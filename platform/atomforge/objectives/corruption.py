@@ -1,10 +1,17 @@
-"""Position corruption shared by the denoising objectives: seeded noise, atom selection, exact re-graphing."""
+"""Position corruption shared by the denoising objectives: seeded noise, atom selection, exact re-graphing.
+
+A corruption returns the `ModelInputs` the model reads (positions moved, edges rebuilt for them),
+and what the loss needs besides (the noise).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from atomforge.batch import regraph
+from atomforge.models.inputs import ModelInputs
 from atomforge.objectives.objective import ObjectiveContext
 
 
@@ -23,22 +30,24 @@ def free_atoms(batch) -> torch.Tensor:
     return ~batch.fixed.bool()
 
 
-def displaced(batch, displacement: torch.Tensor, ctx: ObjectiveContext):
-    """Positions moved by displacement (N, 3) Å and the exact edges for them (`regraph`).
+@dataclass(frozen=True, eq=False)
+class Noised:
+    """A batch with Gaussian noise on its positions: the inputs the model reads and the noise ε (N, 3) Å."""
 
-    Returns (positions (N, 3), edge_index (2, E), shifts (E, 3)); gradients do not flow into the
-    displacement (corruption is data, not a parameter).
-    """
+    inputs: ModelInputs
+    noise: torch.Tensor
+
+
+def displaced(batch, displacement: torch.Tensor, ctx: ObjectiveContext) -> ModelInputs:
+    """The batch's inputs with positions moved by displacement (N, 3) Å and the exact edges for
+    them (`regraph`); gradients do not flow into the displacement (corruption is data, not a parameter)."""
     positions = batch.pos + displacement.detach().to(batch.pos.dtype)
     edge_index, shifts = regraph(batch, positions.detach(), ctx.skin, ctx.k_store)
-    return positions, edge_index, shifts
+    return ModelInputs.clean(batch).replace(positions=positions, edge_index=edge_index, shifts=shifts)
 
 
-def gaussian_corruption(batch, ctx: ObjectiveContext, sigma_atom: torch.Tensor, mask: torch.Tensor):
-    """ε ~ N(0, σ²) on atoms in `mask` (N,) bool, zero elsewhere; sigma_atom (N,) Å.
-
-    Returns (noise (N, 3) Å, positions, edge_index, shifts).
-    """
+def gaussian_corruption(batch, ctx: ObjectiveContext, sigma_atom: torch.Tensor, mask: torch.Tensor) -> Noised:
+    """ε ~ N(0, σ²) on atoms in `mask` (N,) bool, zero elsewhere; sigma_atom (N,) Å."""
     noise = normal((batch.pos.shape[0], 3), ctx, batch.pos) * sigma_atom.to(batch.pos).unsqueeze(-1)
     noise = noise * mask.unsqueeze(-1)
-    return (noise, *displaced(batch, noise, ctx))
+    return Noised(displaced(batch, noise, ctx), noise)

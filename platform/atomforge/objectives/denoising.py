@@ -5,18 +5,18 @@ from __future__ import annotations
 import torch
 
 from atomforge.models.backbone import Capability
-from atomforge.objectives.corruption import free_atoms, gaussian_corruption
+from atomforge.objectives.corruption import Noised, free_atoms, gaussian_corruption
 from atomforge.objectives.objective import Objective, ObjectiveContext, ObjectiveResult
 from atomforge.objectives.supervised import energy_term, force_term, masked_mean, task_metrics
 
 LOSSES = ("mse", "l1")
 
 
-def _noise(batch, ctx: ObjectiveContext, sigma: float):
-    """ε ~ N(0, σ²) on every free atom (fixed atoms stay put). Returns (mask, noise, positions, edges, shifts)."""
+def _noise(batch, ctx: ObjectiveContext, sigma: float) -> tuple[torch.Tensor, Noised]:
+    """ε ~ N(0, σ²) on every free atom (fixed atoms stay put). Returns (free atoms (N,) bool, the noised view)."""
     mask = free_atoms(batch)
     sigma_atom = torch.full((batch.pos.shape[0],), sigma, device=batch.pos.device)
-    return (mask, *gaussian_corruption(batch, ctx, sigma_atom, mask))
+    return mask, gaussian_corruption(batch, ctx, sigma_atom, mask)
 
 
 def _reduce(err: torch.Tensor, mask: torch.Tensor, loss: str) -> torch.Tensor:
@@ -45,9 +45,9 @@ class CoordinateDenoising(Objective):
         return cls(0.1, "l1", name="head_denoise")
 
     def run(self, model, batch, ctx: ObjectiveContext) -> ObjectiveResult:
-        mask, noise, pos, edge_index, shifts = _noise(batch, ctx, self.sigma)
-        out = model(batch, positions=pos, edge_index=edge_index, shifts=shifts, energy=False, vector_heads=(self.head,))
-        loss = _reduce(out.vectors[self.head] - noise / self.sigma, mask, self.loss)
+        mask, view = _noise(batch, ctx, self.sigma)
+        out = model(view.inputs, energy=False, vector_heads=(self.head,))
+        loss = _reduce(out.vectors[self.head] - view.noise / self.sigma, mask, self.loss)
         return ObjectiveResult(loss, {f"noise_{self.loss}": float(loss.detach())})
 
 
@@ -66,10 +66,10 @@ class DerivativeDenoising(Objective):
         self.sigma = sigma
 
     def run(self, model, batch, ctx: ObjectiveContext) -> ObjectiveResult:
-        mask, noise, pos, edge_index, shifts = _noise(batch, ctx, self.sigma)
-        out = model(batch, positions=pos, edge_index=edge_index, shifts=shifts, forces="gradient", create_graph=ctx.training)
+        mask, view = _noise(batch, ctx, self.sigma)
+        out = model(view.inputs, forces="gradient", create_graph=ctx.training)
         s_f = ctx.per_graph(batch, "force_std")[batch.batch].to(out.forces.dtype).unsqueeze(-1)
-        loss = _reduce(out.forces / s_f + noise / self.sigma, mask, "l1")
+        loss = _reduce(out.forces / s_f + view.noise / self.sigma, mask, "l1")
         return ObjectiveResult(loss, {"noise_l1": float(loss.detach())})
 
 
@@ -90,11 +90,10 @@ class NoisyNodes(Objective):
             self.requires = self.requires | {Capability.ENERGY_GRADIENT}
 
     def run(self, model, batch, ctx: ObjectiveContext) -> ObjectiveResult:
-        mask, noise, pos, edge_index, shifts = _noise(batch, ctx, self.sigma)
-        out = model(batch, positions=pos, edge_index=edge_index, shifts=shifts, forces=self.forces,
-                    vector_heads=("noise",), create_graph=ctx.training)
+        mask, view = _noise(batch, ctx, self.sigma)
+        out = model(view.inputs, forces=self.forces, vector_heads=("noise",), create_graph=ctx.training)
         e_term, f_term = energy_term(out.energy, batch, ctx), force_term(out.forces, batch, ctx)
-        n_term = _reduce(out.vectors["noise"] - noise / self.sigma, mask, "mse")
+        n_term = _reduce(out.vectors["noise"] - view.noise / self.sigma, mask, "mse")
         metrics = {"energy_loss": float(e_term.detach()), "force_loss": float(f_term.detach()), "noise_mse": float(n_term.detach())}
         metrics.update(task_metrics(out, batch, ctx))
         return ObjectiveResult(e_term.to(f_term.dtype) + f_term + self.weight * n_term, metrics)

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from atomforge.models.backbone import Capability
-from atomforge.objectives.corruption import free_atoms, gaussian_corruption, uniform
+from atomforge.models.inputs import ModelInputs
+from atomforge.objectives.corruption import Noised, free_atoms, gaussian_corruption, uniform
 from atomforge.objectives.objective import Objective, ObjectiveContext, ObjectiveResult
 from atomforge.objectives.supervised import energy_term, masked_mean, per_graph_mean, task_metrics
 
@@ -80,21 +81,24 @@ class DeNS(Objective):
         level = (uniform((num_graphs,), ctx, batch.pos.device) * levels).long().clamp(max=levels - 1)
         return dens_graph, corrupted, table[level], torch.full_like(table[level], high)
 
+    def corrupted_inputs(self, batch, ctx: ObjectiveContext, corrupted: torch.Tensor, sigma: torch.Tensor) -> Noised:
+        """The model's inputs for one step: `corrupted` atoms (N,) bool moved by ε ~ N(0, σ²) (sigma (G,)
+        Å), their original forces (eV/Å) encoded as the vector input; the clean batch when none is."""
+        if not bool(corrupted.any()):
+            return Noised(ModelInputs.clean(batch), torch.zeros_like(batch.pos))
+        view = gaussian_corruption(batch, ctx, sigma[batch.batch], corrupted)
+        if not self.force_encoding:
+            return view
+        return Noised(view.inputs.replace(vector_input=batch.forces * corrupted.unsqueeze(-1)), view.noise)
+
     def run(self, model, batch, ctx: ObjectiveContext) -> ObjectiveResult:
         dens_graph, corrupted, sigma, target_scale = self.corruption(batch, ctx)
         graph = batch.batch
-        kwargs = {}
-        if bool(corrupted.any()):
-            noise, pos, edge_index, shifts = gaussian_corruption(batch, ctx, sigma[graph], corrupted)
-            kwargs = {"positions": pos, "edge_index": edge_index, "shifts": shifts}
-            if self.force_encoding:
-                kwargs["vector_input"] = batch.forces * corrupted.unsqueeze(-1)
-        else:
-            noise = torch.zeros_like(batch.pos)
-        out = model(batch, forces=self.forces, vector_heads=("noise",), create_graph=ctx.training, **kwargs)
+        view = self.corrupted_inputs(batch, ctx, corrupted, sigma)
+        out = model(view.inputs, forces=self.forces, vector_heads=("noise",), create_graph=ctx.training)
         e_term = energy_term(out.energy, batch, ctx)
         s_f = ctx.per_graph(batch, "force_std")[graph].to(out.forces.dtype).unsqueeze(-1)
-        noise_target = noise / target_scale[graph].to(noise.dtype).unsqueeze(-1)
+        noise_target = view.noise / target_scale[graph].to(view.noise.dtype).unsqueeze(-1)
         is_noise = corrupted.unsqueeze(-1)
         pred = torch.where(is_noise, out.vectors["noise"], out.forces / s_f)
         target = torch.where(is_noise, noise_target, batch.forces / s_f)

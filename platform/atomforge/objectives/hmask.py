@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 
 from atomforge.models.backbone import MASK_Z, Capability
+from atomforge.models.inputs import ModelInputs
 from atomforge.objectives.corruption import displaced, uniform
 from atomforge.objectives.objective import Objective, ObjectiveContext, ObjectiveResult
 
@@ -71,20 +72,26 @@ class HydrogenMasking(Objective):
         atoms, _, target = self.select(batch, ctx)
         if atoms.numel() == 0:
             return ObjectiveResult(batch.pos.new_zeros(()), {"num_masked": 0.0})
-        shift = torch.zeros_like(batch.pos).index_put((atoms,), -target)
-        pos, edge_index, shifts = displaced(batch, shift, ctx)
-        z = batch.z.clone().index_fill_(0, atoms, MASK_Z)
-        edge_index, shifts = _drop_coincident(batch, pos, edge_index, shifts, atoms)
-        out = model(batch, positions=pos, edge_index=edge_index, shifts=shifts, z=z, energy=False, vector_heads=(self.head,))
-        cosine = F.cosine_similarity(out.vectors[self.head][atoms], target.to(pos.dtype), dim=-1, eps=1e-8)
+        out = model(masked_inputs(batch, ctx, atoms, target), energy=False, vector_heads=(self.head,))
+        prediction = out.vectors[self.head][atoms]
+        cosine = F.cosine_similarity(prediction, target.to(prediction.dtype), dim=-1, eps=1e-8)
         loss = (1 - cosine).mean()
         return ObjectiveResult(loss, {"cosine": float(cosine.mean().detach()), "num_masked": float(atoms.numel())})
 
 
-def _drop_coincident(batch, pos, edge_index, shifts, atoms, tolerance: float = 1e-3):
-    src, dst = edge_index
-    cell = batch.cell[batch.batch[dst]].to(pos.dtype)
-    length = torch.linalg.norm(pos[src] + torch.einsum("ei,eij->ej", shifts.to(pos.dtype), cell) - pos[dst], dim=-1)
+def masked_inputs(batch, ctx: ObjectiveContext, atoms: torch.Tensor, target: torch.Tensor) -> ModelInputs:
+    """The batch with H atoms (M,) typed MASK and moved onto their parents (target (M, 3) Å: H − parent),
+    the graph rebuilt for the moved atoms and the edges between a masked atom and its parent removed."""
+    moved = displaced(batch, torch.zeros_like(batch.pos).index_put((atoms,), -target), ctx)
+    edge_index, shifts = _drop_coincident(moved, atoms)
+    return moved.replace(z=batch.z.clone().index_fill_(0, atoms, MASK_Z), edge_index=edge_index, shifts=shifts)
+
+
+def _drop_coincident(inputs: ModelInputs, atoms: torch.Tensor, tolerance: float = 1e-3):
+    """(edge_index, shifts) without edges shorter than `tolerance` Å that touch one of `atoms`."""
+    pos, (src, dst) = inputs.positions, inputs.edge_index
+    cell = inputs.cell[inputs.graph[dst]].to(pos.dtype)
+    length = torch.linalg.norm(pos[src] + torch.einsum("ei,eij->ej", inputs.shifts.to(pos.dtype), cell) - pos[dst], dim=-1)
     masked = torch.zeros(pos.shape[0], dtype=torch.bool, device=pos.device).index_fill_(0, atoms, True)
     keep = ~((masked[src] | masked[dst]) & (length < tolerance))
-    return edge_index[:, keep], shifts[keep]
+    return inputs.edge_index[:, keep], inputs.shifts[keep]

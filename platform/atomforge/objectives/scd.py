@@ -36,13 +36,12 @@ class SCD(Objective):
     def run(self, model, batch, ctx: ObjectiveContext) -> ObjectiveResult:
         every = torch.ones(batch.pos.shape[0], dtype=torch.bool, device=batch.pos.device)
         sigma_clean = torch.full((batch.pos.shape[0],), self.clean_sigma, device=batch.pos.device)
-        _, pos1, ei1, sh1 = gaussian_corruption(batch, ctx, sigma_clean, every)
-        first = model(batch, positions=pos1, edge_index=ei1, shifts=sh1, energy=False, embedding=True,
-                      freeze_embedding=self.freeze)
+        near_clean = gaussian_corruption(batch, ctx, sigma_clean, every).inputs
+        first = model(near_clean, energy=False, embedding=True, freeze_embedding=self.freeze)
         drop = uniform((batch.num_graphs,), ctx, batch.pos.device) < self.condition_dropout
-        noise, pos2, ei2, sh2 = gaussian_corruption(batch, ctx, torch.full_like(sigma_clean, self.sigma), every)
-        second = model(batch, positions=pos2, edge_index=ei2, shifts=sh2, energy=False, vector_heads=("noise",),
-                       condition=first.embedding, drop_condition=drop, freeze_embedding=self.freeze)
-        err = second.vectors["noise"] - noise / self.sigma
+        noised = gaussian_corruption(batch, ctx, torch.full_like(sigma_clean, self.sigma), every)
+        conditioned = noised.inputs.replace(condition=first.embedding, drop_condition=drop)
+        second = model(conditioned, energy=False, vector_heads=("noise",), freeze_embedding=self.freeze)
+        err = second.vectors["noise"] - noised.noise / self.sigma
         loss = (err * err).mean()
         return ObjectiveResult(loss, {"noise_mse": float(loss.detach()), "dropped_fraction": float(drop.double().mean())})
