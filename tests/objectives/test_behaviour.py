@@ -49,7 +49,7 @@ def test_dens_corrupts_md_frames_where_the_task_allows_it(kit):
     tasks = {**kit.TASKS, "water": dataclasses.replace(kit.TASKS["water"], dens_md_frames=True)}
     ctx = ObjectiveContext(torch.Generator().manual_seed(0), tasks, list(tasks))
     DeNS(probability=1.0, gate="structure", ratio=1.0).run(model, batch, ctx)
-    moved = (model.calls[-1][0]["positions"] - batch.pos).abs().sum(-1) > 0
+    moved = (model.calls[-1][0].positions - batch.pos).abs().sum(-1) > 0
     assert md.any() and moved[md & ~batch.fixed].all() and not moved[batch.fixed].any()
 
 
@@ -57,8 +57,8 @@ def test_dens_corrupts_md_frames_where_the_task_allows_it(kit):
 def test_dens_force_variants_use_the_noise_head_on_corrupted_atoms(kit, forces):
     batch, model = kit.water_batch(), kit.Recorder(kit.make_model())
     result = DeNS(probability=1.0, ratio=0.5, forces=forces).run(model, batch, kit.context(3))
-    kwargs, out = model.calls[-1]
-    assert kwargs["forces"] == forces and out.forces_mode == forces and "noise" in out.vectors
+    _, request, out = model.calls[-1]
+    assert request["forces"] == forces and out.forces_mode == forces and "noise" in out.vectors
     assert torch.isfinite(result.loss) and result.metrics["noise_l2mae"] > 0
 
 
