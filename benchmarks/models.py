@@ -70,12 +70,12 @@ def build_batch(kind: str):
 
 def measure_one(backbone: str, size: str, batch_kind: str, objective: str, steps: int, device: str) -> dict:
     import torch
+    from atomforge.datasets import task_spec
     from atomforge.models import AtomisticModel
     from atomforge.models.equivariant import EquivariantConfig
     from atomforge.models.gemnet_oc import GemNetOCConfig
     from atomforge.models.painn import PaiNNConfig
     from atomforge.objectives import SCD, DeNS, JMPSupervised, ObjectiveContext
-    from atomforge.tasks import JMP_TASKS
 
     config = getattr({"painn": PaiNNConfig, "e3nn": EquivariantConfig, "gemnet": GemNetOCConfig}[backbone], size)()
     model = AtomisticModel(config, tasks=("oc20", "ani1x")).to(device)
@@ -83,7 +83,7 @@ def measure_one(backbone: str, size: str, batch_kind: str, objective: str, steps
     obj = {"jmp": JMPSupervised(), "dens": DeNS(probability=1.0), "scd": SCD()}[objective]
     times = []
     for step in range(steps + 1):  # the first step warms up (allocator, e3nn code generation)
-        ctx = ObjectiveContext(torch.Generator().manual_seed(step), JMP_TASKS, model.tasks, skin=SKIN, k_store=K_STORE)
+        ctx = ObjectiveContext(torch.Generator().manual_seed(step), {n: task_spec(n) for n in model.tasks}, model.tasks, skin=SKIN, k_store=K_STORE)
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()

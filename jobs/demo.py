@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 from atomforge.cli import add_debug_flag, run_main
+from atomforge.datasets import PRETRAINING
 
 REPO = Path(__file__).resolve().parents[1]
-PRETRAIN_TASKS = ("oc20", "oc22", "ani1x", "transition1x")
 
 
 def run(step: str, argv: list[str]) -> None:
@@ -62,10 +62,10 @@ def _main(argv: list[str] | None) -> int:
 
     if not (raw / "demo.json").exists():
         run("demo corpora", ["jobs/make_demo_corpora.py", "--output", str(raw), "--size", args.size])
-    for corpus in PRETRAIN_TASKS:
+    for corpus in PRETRAINING:
         run(f"preprocess {corpus}", ["pipelines/preprocess.py", "--corpus", corpus, "--input", str(raw / corpus),
                                      "--output", str(shards / corpus), "--num-cpus", str(args.num_cpus)])
-    data = [f"--data={task}={shards / task}" for task in PRETRAIN_TASKS]
+    data = [f"--data={task}={shards / task}" for task in PRETRAINING]
     run("pretrain (debug_cpu, 2 workers)", ["jobs/jmp_pretrain.py", "--recipe", "debug_cpu", *data,
                                             "--output", str(fresh(pretrain))])
     rmd17 = next((raw / "rmd17").glob("*.npz"))

@@ -8,7 +8,7 @@ AWS_ACCESS_KEY_ID, ...) and are never written to outputs or logs. Rerunning resu
 rerunning a finished one with unchanged sources does nothing (and starts no Ray); changed sources
 build a new version. Bad records are quarantined (docs/bad-data.md); a run that would publish no
 structure fails unless --allow-empty. Errors are one line and exit code 2 (--debug: traceback).
-Defaults per corpus: atomforge.pipeline.CORPUS_DEFAULTS.
+Defaults per corpus (cutoff, K, reader): the corpus's record in atomforge.datasets.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import sys
 
 from atomforge.cli import add_debug_flag, run_main
 from atomforge.corpora import read_corpus
-from atomforge.pipeline import CORPUS_DEFAULTS, PipelineConfig, run_pipeline
+from atomforge.datasets import DATASETS
+from atomforge.pipeline import PipelineConfig, run_pipeline
 from atomforge.pipeline.executor import up_to_date
 from atomforge.pipeline.progress import ProgressDisplay
 
@@ -29,7 +30,7 @@ FORMATS = {"parquet": ("parquet",), "webdataset": ("webdataset",), "both": ("par
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--corpus", required=True, choices=sorted(CORPUS_DEFAULTS))
+    p.add_argument("--corpus", required=True, choices=sorted(DATASETS))
     p.add_argument("--input", required=True, help="raw corpus: file, folder or glob (local path or fsspec URL)")
     p.add_argument("--output", required=True, help="output prefix (local path or fsspec URL, e.g. s3://bucket/x)")
     p.add_argument("--format", default="parquet", choices=sorted(FORMATS))

@@ -13,9 +13,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent / "pipeline"))
 from atomforge.batch import collate  # noqa: E402
 from atomforge.corpora import read_corpus  # noqa: E402
+from atomforge.datasets import task_spec  # noqa: E402
 from atomforge.pipeline import PipelineConfig, run_pipeline  # noqa: E402
 from atomforge.shards import open_shards  # noqa: E402
-from atomforge.tasks import JMP_TASKS  # noqa: E402
 from corpus_files import write_corpus  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def test_loader_over_pipeline_output_equals_collate(output):
 
 def test_statistics_feed_task_specs(output):
     stats = open_shards(str(output)).manifest["statistics"]["ase"]
-    task = JMP_TASKS["ani1x"].with_statistics(stats)
+    task = task_spec("ani1x").with_statistics(stats)
     assert task.energy_std == pytest.approx(stats["energy_std"]) and task.linear_reference
 
 

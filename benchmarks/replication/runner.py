@@ -72,8 +72,8 @@ def finetune(config, checkpoint: str | None) -> dict[str, Any]:
 # ------------------------------------------------------------------ configs from the design
 def pretrain_config(arm: str, budget: Budget, seed: int, shards: Path, output: Path):
     """The TrainConfig of pretraining arm `arm` for `seed`: the shared backbone, optimiser and step budget."""
+    from atomforge.datasets import task_spec
     from atomforge.recipes.jmp import mix
-    from atomforge.tasks import JMP_TASKS, TaskSpec
     from atomforge.training.config import (
         CheckpointConfig,
         DataConfig,
@@ -87,7 +87,7 @@ def pretrain_config(arm: str, budget: Budget, seed: int, shards: Path, output: P
     steps = budget.pretrain_steps[design.family]
     tasks = {}
     for name in design.tasks:
-        base = JMP_TASKS.get(name, TaskSpec(name))
+        base = task_spec(name)
         spec = dataclasses.replace(base, cutoff=CUTOFF, max_neighbors=MAX_NEIGHBORS)
         tasks[name] = TaskData(spec, str(shards / name))
     return TrainConfig(

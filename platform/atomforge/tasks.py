@@ -1,8 +1,8 @@
 """Tasks: one record per pretraining corpus (JMP), with its graph settings, normalisers and loss scales.
 
 A task is plain data. Statistics (linear reference, energy mean/std, force RMS) come from the shard
-manifest of its dataset; the defaults below are JMP's published values (CORPORA.md), used until a
-manifest provides the real ones.
+manifest of its dataset; until a manifest provides the real ones, a corpus's task carries JMP's
+published values (its record in `atomforge.datasets`).
 """
 
 from __future__ import annotations
@@ -98,11 +98,3 @@ def _mean(stats: Mapping, mean_reference: str, task: str) -> float:
                          "atomforge >= 0.1 pipelines); re-run preprocessing or set mean_reference='structure'")
     return float(stats["energy_mean_per_atom"])
 
-
-# JMP's pretraining table (CORPORA.md / OBJECTIVES.md §1).
-JMP_TASKS: dict[str, TaskSpec] = {
-    "oc20": TaskSpec("oc20", 12.0, 30, "referenced", energy_std=24.90, force_std=0.511, force_weight=73.0),
-    "oc22": TaskSpec("oc22", 12.0, 30, "total", energy_std=25.23, force_std=0.257, force_weight=80.0),
-    "ani1x": TaskSpec("ani1x", 8.0, 30, "total", energy_std=2.87, force_std=2.131, force_weight=15.0),
-    "transition1x": TaskSpec("transition1x", 8.0, 30, "total", energy_std=1.79, force_std=0.359, force_weight=14.0),
-}

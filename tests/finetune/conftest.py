@@ -15,12 +15,12 @@ import pytest
 import torch
 from atomforge.artifacts import checkpoint as ckpt
 from atomforge.corpora.rmd17 import KCAL_PER_MOL_TO_EV
+from atomforge.datasets import task_spec
 from atomforge.finetune.config import DataSpec
 from atomforge.models import AtomisticModel
 from atomforge.models.painn import PaiNNConfig
 from atomforge.recipes.finetune import rmd17_debug
 from atomforge.recipes.jmp import debug_cpu, only_tasks
-from atomforge.tasks import JMP_TASKS
 from atomforge.training.config import to_jsonable
 from atomforge.training.optim import build_ema
 
@@ -53,7 +53,7 @@ def pretrain_checkpoint(directory: Path, seed: int = 0) -> Path:
     """A checkpoint of a tiny PaiNN with JMP heads for PRETRAIN_TASKS, in the trainer's layout."""
     torch.manual_seed(seed)
     config = only_tasks(debug_cpu(), PRETRAIN_TASKS)
-    specs = {t: dataclasses.replace(JMP_TASKS[t], cutoff=5.0, max_neighbors=20,
+    specs = {t: dataclasses.replace(task_spec(t), cutoff=5.0, max_neighbors=20,
                                     linear_reference={1: -13.6, 6: -1029.0, 8: -2041.0} if t == "ani1x" else {})
              for t in PRETRAIN_TASKS}
     model = AtomisticModel(PaiNNConfig.tiny(), specs)

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from atomforge.datasets import task_spec
 from atomforge.models import AtomisticModel, Capability
 from atomforge.models.painn import PaiNNConfig
 from atomforge.objectives import SCD, JMPSupervised, ObjectiveContext, ObjectiveMix
-from atomforge.tasks import JMP_TASKS
 
 
 def test_config_dict_round_trip_gives_identical_outputs(kit, backbone_kind):
@@ -49,7 +49,7 @@ def test_every_parameter_gets_a_gradient_when_heads_are_unused(kit):
     model = kit.make_model("painn")
     model.train()
     batch = kit.make_batch([kit.labelled(kit.ethanol(), "m")], tasks=[1])  # oc20 heads, noise, mask unused
-    ctx = ObjectiveContext(torch.Generator().manual_seed(0), JMP_TASKS, model.tasks)
+    ctx = ObjectiveContext(torch.Generator().manual_seed(0), {t: task_spec(t) for t in model.tasks}, model.tasks)
     ObjectiveMix([(JMPSupervised(), 1.0)], model).run(model, batch, ctx).loss.backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None]
     assert not missing

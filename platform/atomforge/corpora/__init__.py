@@ -12,23 +12,13 @@ Each reader module documents its options, ids and unit conversions.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 
 from atomforge.corpora.base import BadRecord, CorpusError, CorpusReader, StreamingCorpus, WorkUnit
+from atomforge.datasets import dataset_spec
 from atomforge.schema import Structure
 
-# corpus name -> "module:ReaderClass" (imported on first use so `import atomforge.corpora` stays cheap)
-READERS = {
-    "ase": "atomforge.corpora.asefiles:AseFilesReader",
-    "oc20": "atomforge.corpora.oc20:OC20Reader",
-    "oc22": "atomforge.corpora.oc22:OC22Reader",
-    "ani1x": "atomforge.corpora.ani1x:ANI1xReader",
-    "transition1x": "atomforge.corpora.transition1x:Transition1xReader",
-    "rmd17": "atomforge.corpora.rmd17:RMD17Reader",
-}
-
-__all__ = ["READERS", "BadRecord", "CorpusError", "CorpusReader", "StreamingCorpus", "WorkUnit",
+__all__ = ["BadRecord", "CorpusError", "CorpusReader", "StreamingCorpus", "WorkUnit",
            "read_corpus", "read_unit"]
 
 
@@ -39,10 +29,7 @@ def read_corpus(name: str, url: str, **options) -> StreamingCorpus:
     iterates all valid Structures, counting skipped records by reason in `reader.counts`.
     Raises ValueError for an unknown corpus name or option.
     """
-    if name not in READERS:
-        raise ValueError(f"unknown corpus {name!r}; expected one of {sorted(READERS)}")
-    module_name, class_name = READERS[name].split(":")
-    reader_class = getattr(importlib.import_module(module_name), class_name)
+    reader_class = dataset_spec(name).reader()  # the corpus's reader (atomforge.datasets)
     try:
         return reader_class(url, **options)
     except TypeError as err:  # an unknown keyword: say which corpus rejected it

@@ -11,10 +11,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from atomforge.datasets import task_spec
 from atomforge.models.backbone import NUM_ATOM_TYPES, Backbone, BackboneInputs, Capability, NodeFeatures
 from atomforge.models.heads import EnergyHead, GraphEmbeddingHead, TaskHeads, VectorHead
 from atomforge.models.inputs import ModelInputs
-from atomforge.tasks import JMP_TASKS, TaskSpec
+from atomforge.tasks import TaskSpec
 
 FORCE_MODES = ("direct", "gradient")
 
@@ -42,7 +43,7 @@ class ModelOutput:
 def _task_specs(tasks: Sequence[str] | Mapping[str, TaskSpec]) -> dict[str, TaskSpec]:
     if isinstance(tasks, Mapping):
         return dict(tasks)
-    return {name: JMP_TASKS.get(name, TaskSpec(name)) for name in tasks}
+    return {name: task_spec(name) for name in tasks}
 
 
 class AtomisticModel(nn.Module):

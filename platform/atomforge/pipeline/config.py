@@ -6,20 +6,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+from atomforge.datasets import dataset_spec
 from atomforge.graph import TIE_RULES
 from atomforge.schema import SCHEMA_VERSION
 
-# corpus -> (cutoff Å, max neighbors K). oc20/oc22/ani1x/transition1x are JMP's pretraining values
-# (CORPORA.md). rmd17: small molecules (<= 21 atoms), the molecular 8 Å so K never binds.
-# ase: generic materials/molecules, 6 Å and 30 as in common MLIP defaults (MACE, fairchem S2EF).
-CORPUS_DEFAULTS: dict[str, tuple[float, int]] = {
-    "oc20": (12.0, 30),
-    "oc22": (12.0, 30),
-    "ani1x": (8.0, 30),
-    "transition1x": (8.0, 30),
-    "rmd17": (8.0, 30),
-    "ase": (6.0, 30),
-}
 FORMATS = ("parquet", "webdataset")
 SPLITS = ("train", "val", "test")
 DEFAULT_SKIN = 0.5  # Å: positions may move skin/2 before a stored graph needs a rebuild
@@ -76,11 +66,10 @@ class PipelineConfig:
 
     @classmethod
     def for_corpus(cls, corpus: str, input_url: str, output_url: str, **overrides) -> PipelineConfig:
-        """A config with the corpus's default cutoff and K (CORPUS_DEFAULTS); None overrides are ignored."""
-        if corpus not in CORPUS_DEFAULTS:
-            raise ValueError(f"corpus must be one of {sorted(CORPUS_DEFAULTS)}, got {corpus!r}")
-        cutoff, k = CORPUS_DEFAULTS[corpus]
-        values = {"cutoff": cutoff, "max_neighbors": k} | {n: v for n, v in overrides.items() if v is not None}
+        """A config with the corpus's default cutoff and K (its `atomforge.datasets` record's task); None
+        overrides are ignored."""
+        task = dataset_spec(corpus).task
+        values = {"cutoff": task.cutoff, "max_neighbors": task.max_neighbors} | {n: v for n, v in overrides.items() if v is not None}
         return cls(corpus=corpus, input_url=input_url, output_url=output_url, **values)
 
     def graph_params(self) -> dict:

@@ -2,7 +2,8 @@
 
     debug_cpu()        2 CPU workers, tiny PaiNN, the demo shards: the `make demo` pretraining (minutes)
     debug_gemnet()     the same setup with tiny GemNet-OC, 20 steps
-    jmp_s(), jmp_l()   GPU runs of GemNet-OC at JMP-S / JMP-L sizes with JMP's task table (loss scales),
+    jmp_s(), jmp_l()   GPU runs of GemNet-OC at JMP-S / JMP-L sizes with JMP's tasks (loss scales, from
+                       the corpora's records in `atomforge.datasets`),
                        T = 2 and JMP's optimiser
     jmp_dens(), scd(), jmp_scd(), derivative_ff(), denoise()   objective mixes over jmp_s
     debug_<mix>        any mix on the debug_cpu setup (e.g. debug_jmp_dens)
@@ -15,10 +16,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 
+from atomforge.datasets import PRETRAINING, dataset_spec, dens_values
 from atomforge.models.gemnet_oc import GemNetOCConfig
 from atomforge.models.painn import PaiNNConfig
 from atomforge.objectives import SCD, CoordinateDenoising, DeNS, DerivativeForceField, JMPSupervised, MixEntry
-from atomforge.tasks import JMP_TASKS
 from atomforge.training.config import (
     CheckpointConfig,
     DataConfig,
@@ -28,13 +29,13 @@ from atomforge.training.config import (
     TrainConfig,
 )
 
-PRETRAIN_TASKS = ("oc20", "oc22", "ani1x", "transition1x")
 DEMO_SHARDS = "data/demo/shards"  # `make demo` writes one published dataset per corpus under this root
 
 
 def task_table(urls: Mapping[str, str], **spec_changes) -> dict[str, TaskData]:
-    """JMP's task table (tasks.JMP_TASKS) with data URLs; `spec_changes` apply to every TaskSpec."""
-    return {name: TaskData(dataclasses.replace(JMP_TASKS[name], **spec_changes), url) for name, url in urls.items()}
+    """The corpora's JMP tasks (their `atomforge.datasets` records) with data URLs; `spec_changes` apply to
+    every TaskSpec."""
+    return {name: TaskData(dataclasses.replace(dataset_spec(name).task, **spec_changes), url) for name, url in urls.items()}
 
 
 def mix(*entries: MixEntry) -> dict[str, MixEntry]:
@@ -58,7 +59,7 @@ def debug_cpu() -> TrainConfig:
     return TrainConfig(
         name="debug_cpu",
         data=DataConfig(
-            tasks=task_table({t: f"{DEMO_SHARDS}/{t}" for t in PRETRAIN_TASKS}, cutoff=model.cutoff, max_neighbors=20),
+            tasks=task_table({t: f"{DEMO_SHARDS}/{t}" for t in PRETRAINING}, cutoff=model.cutoff, max_neighbors=20),
             temperature=2.0,
             max_atoms=192,
             chunk_rows=16,
@@ -110,7 +111,7 @@ def jmp_s() -> TrainConfig:
     return TrainConfig(
         name="jmp_s",
         data=DataConfig(
-            tasks=model_graphs(task_table({t: f"s3://atomforge/shards/{t}" for t in PRETRAIN_TASKS}), model),
+            tasks=model_graphs(task_table({t: f"s3://atomforge/shards/{t}" for t in PRETRAINING}), model),
             temperature=2.0,
             max_atoms=1024,
             chunk_rows=1024,
@@ -144,14 +145,11 @@ def jmp_l() -> TrainConfig:
 
 
 # ------------------------------------------------------------------ objective mixes
-DENS_SIGMA = {"oc20": 0.1, "oc22": 0.15, "ani1x": 0.1, "transition1x": 0.1}  # Å (OBJECTIVES.md §2)
-DENS_NOISE_WEIGHT = {"oc20": 10.0, "oc22": 25.0, "ani1x": 10.0, "transition1x": 10.0}  # λ_D
-
-
 def dens() -> DeNS:
-    """DeNS as released for OC20/OC22 (batch gate p = 0.5, half the free atoms corrupted); contains the
-    supervised loss, so it replaces JMPSupervised rather than adding to it."""
-    return DeNS(probability=0.5, ratio=0.5, sigma=DENS_SIGMA, noise_weight=DENS_NOISE_WEIGHT)
+    """DeNS as released for OC20/OC22 (batch gate p = 0.5, half the free atoms corrupted), σ and λ_D per
+    corpus from its `atomforge.datasets` record; contains the supervised loss, so it replaces
+    JMPSupervised rather than adding to it."""
+    return DeNS(probability=0.5, ratio=0.5, sigma=dens_values("dens_sigma"), noise_weight=dens_values("dens_noise_weight"))
 
 
 def jmp_dens() -> TrainConfig:
