@@ -94,7 +94,7 @@ def timed_steps(model, batch, forces: str, device: str, warmup: int, steps: int
     """(seconds per timed step, peak MiB on CUDA or None, seconds of the warm-up steps)."""
     import torch
     from atomforge.objectives import JMPSupervised, ObjectiveContext
-    from atomforge.tasks import JMP_TASKS
+    from atomforge.datasets import task_spec
 
     objective, times, warm = JMPSupervised(forces=forces), [], time.perf_counter()
     for step in range(warmup + steps):
@@ -103,7 +103,7 @@ def timed_steps(model, batch, forces: str, device: str, warmup: int, steps: int
             if device == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
-        ctx = ObjectiveContext(torch.Generator(device).manual_seed(step), JMP_TASKS, model.tasks)
+        ctx = ObjectiveContext(torch.Generator(device).manual_seed(step), {n: task_spec(n) for n in model.tasks}, model.tasks)
         started = time.perf_counter()
         loss = objective.run(model, batch, ctx).loss + model.ddp_anchor()
         loss.backward()

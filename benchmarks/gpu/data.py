@@ -10,20 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PRETRAIN_TASKS = ("oc20", "oc22", "ani1x", "transition1x")
-
 
 def demo_shards(root: Path) -> dict[str, str]:
     """task -> dataset URL of the demo shards under `root` (built when absent)."""
     from atomforge.corpora import read_corpus
     from atomforge.corpora.demo import make_demo_corpora
+    from atomforge.datasets import PRETRAINING
     from atomforge.pipeline import PipelineConfig, run_pipeline
 
     raw, shards = root / "raw", root / "shards"
     if not (raw / "demo.json").exists():
         make_demo_corpora(raw, size="tiny", seed=0)
     urls = {}
-    for corpus in PRETRAIN_TASKS:
+    for corpus in PRETRAINING:
         out = shards / corpus
         if not (out / "manifest.json").exists():  # the pipeline is a no-op on a finished output anyway
             config = PipelineConfig.for_corpus(corpus, str(raw / corpus), str(out))
