@@ -93,8 +93,8 @@ def timed_steps(model, batch, forces: str, device: str, warmup: int, steps: int
                 ) -> tuple[list[float], float | None, float]:
     """(seconds per timed step, peak MiB on CUDA or None, seconds of the warm-up steps)."""
     import torch
-    from atomforge.objectives import JMPSupervised, ObjectiveContext
     from atomforge.datasets import task_spec
+    from atomforge.objectives import JMPSupervised, ObjectiveContext
 
     objective, times, warm = JMPSupervised(forces=forces), [], time.perf_counter()
     for step in range(warmup + steps):
