@@ -15,6 +15,7 @@ from atomforge.models.gemnet_oc import GemNetOCConfig
 from atomforge.models.gemnet_oc.graphs import gemnet_graphs
 from atomforge.models.gemnet_oc.layers import ScaleFactor
 from atomforge.models.gemnet_oc.scaling import fit_scale_factors
+from atomforge.models.inputs import ModelInputs
 from atomforge.schema import Structure
 
 TINY = GemNetOCConfig.tiny()
@@ -156,7 +157,7 @@ def test_mask_type_and_empty_triplets_run():
     model = AtomisticModel(TINY, tasks=("oc20",))
     dimer = Structure("d", np.array([1, 8]), np.array([[0.0, 0, 0], [0, 0, 1.2]]), None, np.zeros(3, bool))
     batch = collate([dimer], cutoff=TINY.cutoff)
-    out = model(batch, z=torch.tensor([MASK_Z, 8]), forces="gradient")
+    out = model(ModelInputs.clean(batch).replace(z=torch.tensor([MASK_Z, 8])), forces="gradient")
     assert torch.isfinite(out.energy).all() and torch.isfinite(out.forces).all()
     out.energy.sum().backward()
     assert model.backbone.embedding.weight.grad[MASK_Z].abs().sum() > 0
