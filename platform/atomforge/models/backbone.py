@@ -31,7 +31,7 @@ class BackboneInputs:
     z (N,) long, atomic numbers (MASK_Z for masked atoms); edge_index (2, E) [src, dst];
     edge_vec (E, 3) Å, pos[src] + shift @ cell - pos[dst] (computed by the caller from positions so
     gradients flow); graph (N,) long, graph id of each atom; num_graphs G;
-    vector_input (N, 3) or None: a per-atom vector (DeNS: forces in eV/Å) already zeroed where
+    vector_input (N, 3) or None: a per-atom vector (DeNS: normalised forces, norm < 1) already zeroed where
     it must not be encoded; condition (G, C) or None: per-graph condition (the null token is
     substituted by the model, so a conditioned backbone normally always gets one);
     freeze_embedding: detach the atom-type embedding (SCD pretraining);

@@ -13,7 +13,7 @@ from torch.nn import functional as F  # noqa: N812
 def vector_harmonics(vectors: torch.Tensor, l_max: int) -> torch.Tensor:
     """DeNS force encoding before the per-degree linear map: Y_l(v̂) · ‖v‖/√3, l = 0..l_max.
 
-    vectors (N, 3), e.g. forces in eV/Å (zero rows encode nothing beyond l=0's ‖v‖ = 0).
+    vectors (N, 3), e.g. DeNS's normalised forces (zero rows encode nothing beyond l=0's ‖v‖ = 0).
     Returns (N, (l_max+1)²) in e3nn order, component normalisation (so l=1 is exactly v).
     """
     norm = torch.linalg.norm(vectors, dim=-1, keepdim=True)

@@ -24,6 +24,23 @@ def _per_task(value: float | Mapping[str, float], ctx: ObjectiveContext, batch, 
     return torch.tensor([float(value[n]) for n in ctx.task_names], dtype=torch.float64, device=batch.task.device)[batch.task]
 
 
+def encoded_forces(forces: torch.Tensor, force_std: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
+    """DeNS's force input (N, 3), dimensionless: u·/√(1 + ‖u‖²) with u = F/s_F on corrupted atoms, 0 elsewhere.
+
+    forces (N, 3) eV/Å; force_std (N, 1) the task's s_F in eV/Å; corrupted (N,) bool. The released
+    code encodes raw forces into an Equiformer whose every block starts with an equivariant
+    LayerNorm, so no block sees their scale. PaiNN, GemNet-OC and our e3nn model have no norm on
+    vector features, and PaiNN's update is polynomial in them (v·v, gated by |v|, every layer), so
+    raw forces (OC20 / ANI-1x up to ~17 eV/Å) blew a pretraining run up to loss 1e8 and F/s_F alone
+    (outliers at 8 s_F) still did. Here the encoding normalises itself: F/s_F makes it independent
+    of the force unit, the saturating magnitude keeps its norm below 1 for any force, and the
+    direction is exact and the magnitude monotone, so the input still tells which structure to
+    denoise towards.
+    """
+    u = forces / force_std
+    return u * torch.rsqrt(1.0 + (u * u).sum(-1, keepdim=True)) * corrupted.unsqueeze(-1)
+
+
 class DeNS(Objective):
     """Supervised energy/force training with DeNS samples mixed in; contains the supervised loss (forces once).
 
@@ -33,9 +50,10 @@ class DeNS(Objective):
     corrupted, MD frames only where their task's `TaskSpec.dens_md_frames` allows it (the OC20/OC22
     code never corrupts MD frames, the MD17 code does: every rMD17 frame is one). forces: "direct"
     (the force head, as released) or "gradient" (-∂E/∂x of the corrupted structure for uncorrupted
-    atoms, the noise head for corrupted ones: conservative fine-tuning, e.g. rMD17). sigma: Å, a float or per task; multiscale (σ_low, σ_high, levels): σ per
-    structure from a geometric progression, target ε/σ_high (the released option). Corrupted atoms'
-    original forces (eV/Å) are encoded as the vector input. Loss per structure:
+    atoms, the noise head for corrupted ones: conservative fine-tuning, e.g. rMD17). sigma: Å, a
+    float or per task; multiscale (σ_low, σ_high, levels): σ per structure from a geometric
+    progression, target ε/σ_high (the released option). Corrupted atoms' original forces are encoded
+    as the vector input, normalised by their task's s_F and saturated below norm 1 (`encoded_forces`). Loss per structure:
     λ_E|Ê − E|/s_E + mean_{i free} w_i ‖v̂_i − t_i‖ with (v̂, t, w) = (noise head, ε/σ, λ_D) on
     corrupted atoms and (F̂/s_F, F/s_F, λ_F) elsewhere; the energy target is the original structure's.
     noise_weight λ_D: float or per task; decay: λ_D·(1 − step/total_steps).
@@ -83,13 +101,14 @@ class DeNS(Objective):
 
     def corrupted_inputs(self, batch, ctx: ObjectiveContext, corrupted: torch.Tensor, sigma: torch.Tensor) -> Noised:
         """The model's inputs for one step: `corrupted` atoms (N,) bool moved by ε ~ N(0, σ²) (sigma (G,)
-        Å), their original forces (eV/Å) encoded as the vector input; the clean batch when none is."""
+        Å), their original forces encoded as the vector input (`encoded_forces`); the clean batch when none is."""
         if not bool(corrupted.any()):
             return Noised(ModelInputs.clean(batch), torch.zeros_like(batch.pos))
         view = gaussian_corruption(batch, ctx, sigma[batch.batch], corrupted)
         if not self.force_encoding:
             return view
-        return Noised(view.inputs.replace(vector_input=batch.forces * corrupted.unsqueeze(-1)), view.noise)
+        s_f = ctx.per_graph(batch, "force_std")[batch.batch].to(batch.forces.dtype).unsqueeze(-1)
+        return Noised(view.inputs.replace(vector_input=encoded_forces(batch.forces, s_f, corrupted)), view.noise)
 
     def run(self, model, batch, ctx: ObjectiveContext) -> ObjectiveResult:
         dens_graph, corrupted, sigma, target_scale = self.corruption(batch, ctx)
