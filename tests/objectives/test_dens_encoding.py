@@ -9,11 +9,12 @@ import pytest
 import torch
 from atomforge.models import AtomisticModel
 from atomforge.models.equivariant import EquivariantConfig
+from atomforge.models.gemnet_oc.model import GemNetOCConfig
 from atomforge.models.painn import PaiNNConfig
 from atomforge.objectives import DeNS, JMPSupervised, ObjectiveContext
 
 BACKBONES = {"painn": PaiNNConfig(hidden=64, num_layers=3, num_basis=16, cutoff=5.0, condition_dim=8),
-             "equivariant": EquivariantConfig.tiny()}
+             "equivariant": EquivariantConfig.tiny(), "gemnet_oc": dataclasses.replace(GemNetOCConfig.tiny(), cutoff=5.0)}
 
 
 def scaled(batch, factor: float):
