@@ -32,14 +32,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="short budgets and small corpora (~10 min)")
     mode.add_argument("--smoke", action="store_true", help="tiny corpora and a few steps: structure only (CI)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (--smoke: 0)")
     parser.add_argument("--molecules", nargs="+", help="rMD17-format sets (default: ethanol benzene; --quick: ethanol)")
     parser.add_argument("--json", type=Path, help="also write the JSON report here")
     parser.add_argument("--output", type=Path, default=Path("replication_out"))
     parser.add_argument("--workers", type=int, default=2, help="single-threaded processes running jobs")
     args = parser.parse_args(argv)
     args.mode = "smoke" if args.smoke else "quick" if args.quick else "default"
-    if len(args.seeds) < 2:
+    args.seeds = args.seeds or ([0] if args.mode == "smoke" else [0, 1, 2])
+    if len(args.seeds) < 2 and args.mode != "smoke":
         parser.error("--seeds: at least two seeds (a std needs them; the benchmark's claims use >= 3)")
     args.molecules = args.molecules or (["ethanol", "benzene"] if args.mode == "default" else ["ethanol"])
     return args

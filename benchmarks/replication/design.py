@@ -14,7 +14,6 @@ from atomforge.models.painn import PaiNNConfig
 from atomforge.objectives import (
     SCD,
     CoordinateDenoising,
-    DeNS,
     DerivativeDenoising,
     DerivativeForceField,
     HydrogenMasking,
@@ -67,12 +66,6 @@ class Pretraining:
     label: str
 
 
-def dens_md17(decay: bool = True) -> DeNS:
-    """DeNS as released for MD17 (OBJECTIVES.md §2): per-structure gate p 0.25, ratio 0.25, σ 0.05 Å,
-    λ_D 5 decaying linearly to 0; MD frames are corrupted (the MD17 code's rule)."""
-    return DeNS(probability=0.25, gate="structure", ratio=0.25, sigma=0.05, noise_weight=5.0, decay=decay)
-
-
 PRETRAININGS = (
     Pretraining("jmp", "molecules", JMP_CORPORA, lambda: (MixEntry(JMPSupervised()),), "JMP (4 corpora)"),
     Pretraining("jmp_ani1x", "molecules", ("ani1x",), lambda: (MixEntry(JMPSupervised()),), "JMP (ANI-1x only)"),
@@ -95,7 +88,8 @@ PRETRAINING = {p.name: p for p in PRETRAININGS}
 
 @dataclass(frozen=True)
 class Finetuning:
-    """One fine-tuning arm on one downstream set: from a pretraining arm (or scratch), with an optional auxiliary."""
+    """One fine-tuning arm on one downstream set: from a pretraining arm (or scratch), with an optional
+    auxiliary (dens_auxiliary: `recipes.finetune.dens_md17()`, DeNS as released for MD17)."""
 
     name: str
     family: str
@@ -105,6 +99,7 @@ class Finetuning:
 
 FINETUNINGS = {
     "molecules": (Finetuning("scratch", "molecules", None),
+                  Finetuning("scratch_dens", "molecules", None, dens_auxiliary=True),
                   *(Finetuning(p.name, "molecules", p.name) for p in PRETRAININGS if p.family == "molecules")),
     "bulk": (Finetuning("scratch", "bulk", None),
              *(Finetuning(p.name, "bulk", p.name) for p in PRETRAININGS if p.family == "bulk")),

@@ -4,7 +4,8 @@ For each claim and seed s, Δ_s = 1 − arm_s / baseline_s (the relative error r
 positive = the arm is better, as the paper claims). Seeds pair the arms: the same seed gives both
 the same data split, initialisation and data order. Over seeds: mean ± sample std of the arms and
 of Δ. Verdict for a "better" claim: "yes" when mean Δ > std Δ, "opposite" when mean Δ < −std Δ,
-otherwise "no (within 1 std)"; for "matches or better": "yes" when mean Δ > −std Δ.
+otherwise "no (within 1 std)"; for "matches or better": "yes" when mean Δ > −std Δ. One seed
+(the smoke run) gives no verdict.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ METRICS = {  # claim metric -> (split, key in the fine-tuning metrics, scale)
     "test energy RMSE (meV)": ("test", "energy_rmse_meV", 1.0),
     "test bulk modulus MAE (GPa)": ("test", "property_mae", 1.0),
 }
+
+
+ONE_SEED = "no verdict (1 seed)"  # a smoke run: a std and so a verdict need two seeds or more
 
 
 def metric_value(claim: Claim, arm: str, seed: int, dataset: str, results: Mapping) -> float:
@@ -70,7 +74,8 @@ def rows(results: Mapping, seeds: list[int], datasets: Mapping[str, list[str]]) 
             gain = summarise([1.0 - a / b for a, b in zip(arm, base)])
             out.append({**asdict(claim), "dataset": dataset or "pretraining val", "seeds": seeds,
                         "arm_values": arm, "baseline_values": base, "arm_summary": summarise(arm),
-                        "baseline_summary": summarise(base), "gain": gain, "verdict": verdict(claim.kind, gain)})
+                        "baseline_summary": summarise(base), "gain": gain,
+                        "verdict": verdict(claim.kind, gain) if len(seeds) > 1 else ONE_SEED})
     return out
 
 

@@ -115,10 +115,11 @@ def downstream(family: str, dataset: str, corpora: Path) -> tuple[str, str, dict
 def finetune_config(arm: Finetuning, dataset: str, budget: Budget, seed: int, corpora: Path, output: Path):
     """The FinetuneConfig of `arm` on `dataset`: the shared optimiser (uniform learning rates) and epoch budget."""
     from atomforge.finetune.config import DataSpec, FinetuneConfig, FinetuneOptim, TargetSpec
+    from atomforge.objectives import MixEntry
+    from atomforge.recipes.finetune import dens_md17
 
     family = arm.family
-    if arm.dens_auxiliary:
-        raise ValueError(f"arm {arm.name!r}: fine-tuning with a DeNS auxiliary is not wired yet")
+    objectives = {"dens": MixEntry(dens_md17(forces="gradient"))} if arm.dens_auxiliary else None
     path, fmt, target = downstream(family, dataset, corpora)
     epochs = budget.finetune_epochs[family]
     return FinetuneConfig(
@@ -129,7 +130,7 @@ def finetune_config(arm: Finetuning, dataset: str, budget: Budget, seed: int, co
                              "max_neighbors": MAX_NEIGHBORS, **target}),
         optim=FinetuneOptim(lr=1e-3, batch_size=budget.batch_size, max_epochs=epochs, patience=epochs,
                             ema_decay=0.99, warmup_epochs=max(1, epochs // 20), embedding_lr=1.0, block_lr=(1.0,)),
-        backbone=BACKBONE, seed=seed, output=str(output),
+        backbone=BACKBONE, objectives=objectives, seed=seed, output=str(output),
     )
 
 
