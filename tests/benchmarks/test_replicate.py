@@ -60,6 +60,9 @@ def test_smoke_run_every_arm_once_with_its_budget(tmp_path):
     claims = {(r["paper"], r["claim"]) for r in report["rows"]}
     assert claims == {(c.paper, c.claim) for c in CLAIMS}
     for row in report["rows"]:
+        if row["pretraining_metric"] and row["verdict"] == "not run":  # the tiny OC20/OC22 corpora split no
+            assert "validation force MAE" in row["reason"], row  # validation group; the small ones do
+            continue
         assert row["verdict"] == ONE_SEED, row  # every arm ran; one seed gives no verdict
         assert len(row["arm_values"]) == len(row["baseline_values"]) == 1
         assert all(math.isfinite(v) for v in row["arm_values"] + row["baseline_values"])
