@@ -49,3 +49,28 @@ def test_take_rows_keeps_every_array_consistent():
     start = block.starts("natoms")
     assert np.array_equal(picked.arrays["pos"][: block.arrays["natoms"][4]], block.arrays["pos"][start[4]:start[5]])
     assert bytes(picked.arrays["sid"]).decode() == rows[4]["system_id"] + rows[0]["system_id"] + rows[4]["system_id"]
+
+
+@pytest.mark.parametrize("table_entries", [1 << 20, 0], ids=["offset-table", "per-edge"])
+def test_batched_lengths_equal_edge_lengths_bit_for_bit(monkeypatch, table_entries):
+    """The loader's distances (both ways of computing image offsets) are `graph.edge_lengths`'s bits,
+    on every kind of structure and on a small cell whose images reach two cells away."""
+    import atomforge.columnar as columnar
+    from ase.build import bulk
+    from atomforge.graph import edge_lengths
+    from atomforge.schema import Structure
+
+    monkeypatch.setattr(columnar, "OFFSET_TABLE_ENTRIES", table_entries)
+    small = bulk("Cu", "fcc", a=3.6)  # 1 atom, 2.5 Å primitive vectors: a 6.5 Å search reaches |shift| >= 2
+    structures = [varied(i) for i in range(8)] + [Structure("small", small.numbers, small.positions, small.cell.array, small.pbc)]
+    graphs = [neighbor_graph(s, CUTOFF, K_STORE, skin=SKIN) for s in structures]
+    assert max(int(np.abs(g.shifts).max()) for g in graphs) >= 2
+    positions = [s.positions.astype(np.float32) for s in structures]
+    expected = [edge_lengths(p.astype(np.float64), None if not s.pbc.any() else np.asarray(s.cell, np.float32).astype(np.float64),
+                             g.edge_index, g.shifts.astype(np.float64)) for s, g, p in zip(structures, graphs, positions)]
+    atom_start = np.cumsum([0] + [s.num_atoms for s in structures])
+    edge_index = np.concatenate([g.edge_index + atom_start[i] for i, g in enumerate(graphs)], axis=1)
+    cells = np.stack([np.zeros((3, 3)) if s.cell is None else s.cell for s in structures]).astype(np.float32)
+    edge_graph = np.repeat(np.arange(len(graphs)), [g.num_edges for g in graphs])
+    got = columnar._lengths(np.concatenate(positions), cells, edge_index, np.concatenate([g.shifts for g in graphs]), edge_graph)
+    assert np.array_equal(got.view(np.int64), np.concatenate(expected).view(np.int64))

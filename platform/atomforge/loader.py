@@ -67,6 +67,11 @@ class Source:
         return filesystem(self.url, self.storage_options)[0]
 
 
+# fsspec file options for reading a few byte ranges of a shard (footer, one column chunk): 64 KiB
+# read-ahead blocks, not s3fs's default 5 MiB (which fetches all of a small shard for its footer).
+_RANGE_READS = {"cache_type": "readahead", "block_size": 1 << 16}
+
+
 class ShardReader:
     """Reads shard files for one process: whole objects, verified against the manifest, then decoded.
 
@@ -121,9 +126,25 @@ class ShardReader:
             self._tables.popitem(last=False)
 
     def sizes(self, source: Source, file: ShardFile) -> np.ndarray:
-        """The `num_atoms` column of `file` (int64) from its verified bytes (kept for the next window)."""
+        """The `num_atoms` column of `file` (int64), kept for the next window.
+
+        Read by range: the Parquet footer and that one column chunk, not the file (on object storage the
+        planner would otherwise download every shard that its builders download again). Its size and
+        row count are checked against the manifest here; the builder checks the sha256 of every byte
+        it decodes, so a changed shard still fails before any of its rows is trained on.
+        """
         if file.path not in self._sizes:
-            table = pq.read_table(io.BytesIO(self.fetch(source, file)), columns=["num_atoms"])
+            fs = self._filesystem(source)
+            with fs.open(file.path, "rb", **_RANGE_READS) as handle:
+                size = getattr(handle, "size", None)
+                size = fs.size(file.path) if size is None else size
+                if file.num_bytes is not None and size != file.num_bytes:
+                    raise ValueError(f"{file.path}: {size} bytes, the manifest says {file.num_bytes}: shard changed or torn")
+                try:
+                    table = pq.ParquetFile(handle).read(columns=["num_atoms"])
+                except (OSError, pa.ArrowException) as err:
+                    self.fetch(source, file)  # a damaged shard: its checksum error names it
+                    raise ValueError(f"{file.path}: unreadable Parquet ({err})") from err
             if table.num_rows != file.num_rows:
                 raise ValueError(f"{file.path}: {table.num_rows} rows, the manifest says {file.num_rows}")
             self._sizes[file.path] = table["num_atoms"].to_numpy().astype(np.int64)
