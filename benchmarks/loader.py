@@ -104,10 +104,10 @@ def loader(url: str, workers: int, storage_options=None):
 def model_step(name: str):
     from atomforge.models.painn import PaiNNConfig
     from atomforge.objectives import JMPSupervised, ObjectiveContext, ObjectiveMix
-    from atomforge.training.runtime import build_model
+    from atomforge.training.initialization import initial_model
 
     spec = {"oc20": TaskSpec("oc20", cutoff=CUTOFF, max_neighbors=K)}
-    model = build_model(getattr(PaiNNConfig, name)(), spec)
+    model = initial_model(getattr(PaiNNConfig, name)(), spec, (), seed=0)
     mix = ObjectiveMix([(JMPSupervised(), 1.0)], model)
     ctx = ObjectiveContext(torch.Generator().manual_seed(0), spec, ("oc20",))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)

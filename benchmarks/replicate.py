@@ -60,13 +60,21 @@ def prepare(args: argparse.Namespace, log) -> tuple[Path, Path]:
     log("shards")
     runner.run_all([(runner.shard_job, (str(corpora), str(shards), d), shards / d / "manifest.json")
                     for d in runner.DATASETS], args.workers, log)
+    sets = [(family, d) for family, names in downstream_sets(args).items() for d in names]
+    runner.run_all([(runner.downstream_job, (str(corpora), str(shards), family, d),
+                     runner.downstream_shards(shards, family, d) / "manifest.json") for family, d in sets], args.workers, log)
     return corpora, shards
+
+
+def downstream_sets(args: argparse.Namespace) -> dict[str, list[str]]:
+    """family -> the downstream sets fine-tuned on."""
+    return {"molecules": args.molecules, "bulk": ["bulk_modulus"], "water": ["water"]}
 
 
 def experiments(args: argparse.Namespace, corpora: Path, shards: Path, log) -> dict:
     """Every pretraining arm per seed, then every fine-tuning arm per set and seed; results by arm and seed."""
     out = args.output / args.mode
-    datasets = {"molecules": args.molecules, "bulk": ["bulk_modulus"], "water": ["water"]}
+    datasets = downstream_sets(args)
     log(f"pretraining: {len(PRETRAININGS)} arms x {len(args.seeds)} seeds")
     jobs = []
     for s in args.seeds:
@@ -83,7 +91,7 @@ def experiments(args: argparse.Namespace, corpora: Path, shards: Path, log) -> d
                 for arm in arms:
                     checkpoint = str(out / "pretrain" / arm.pretraining / f"seed{s}") if arm.pretraining else None
                     target = out / "finetune" / family / dataset / arm.name / f"seed{s}"
-                    jobs.append((runner.finetune_job, (arm, dataset, args.mode, s, str(corpora), checkpoint, str(target)),
+                    jobs.append((runner.finetune_job, (arm, dataset, args.mode, s, str(shards), checkpoint, str(target)),
                                  target / "result.json"))
     log(f"fine-tuning: {len(jobs)} runs")
     for (_, job, _), result in zip(jobs, runner.run_all(jobs, args.workers, log)):

@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run(workers: int, steps: int, shards: dict[str, str], output: Path) -> dict:
     from atomforge.recipes.jmp import debug_cpu, with_data
-    from atomforge.training.config import apply_overrides
     from atomforge.training.launch import train
+    from atomforge.training.overrides import apply_overrides
 
     config = apply_overrides(with_data(debug_cpu(), shards), [
         f"scaling.num_workers={workers}", f"checkpoint.output={output}", f"max_steps={steps}",

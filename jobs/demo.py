@@ -5,10 +5,11 @@
 1. demo corpora in the real raw formats (EMT / GFN2-xTB labels)   jobs/make_demo_corpora.py
 2. raw corpora -> graph shards + manifests (Ray Data)              pipelines/preprocess.py
 3. JMP multi-task pretraining, 2 gloo workers (Ray Train)          jobs/jmp_pretrain.py --recipe debug_cpu
-4. fine-tuning on the rMD17-format set, pretrained vs scratch      jobs/finetune.py --compare
+4. the rMD17-format set -> shards (one pool split)                 pipelines/downstream.py
+5. fine-tuning on its shards, pretrained vs scratch, same trainer  jobs/finetune.py --compare
    (one run of one seed: it shows the flow, not pretraining's worth; that is `make replicate`)
-5. export of the fine-tuned model (safetensors + config + card)    jobs/export.py
-6. pictures: pretraining curves per task, parity plots             atomforge.finetune.plots
+6. export of the fine-tuned model (safetensors + config + card)    jobs/export.py
+7. pictures: pretraining curves per task, parity plots             atomforge.finetune.plots
 
 Every step is the entry script a user would run, started as a subprocess with the same flags.
 Re-running is cheap where it can be: corpora are kept, preprocessing of finished shards is a
@@ -69,9 +70,10 @@ def _main(argv: list[str] | None) -> int:
     run("pretrain (debug_cpu, 2 workers)", ["jobs/jmp_pretrain.py", "--recipe", "debug_cpu", *data,
                                             "--output", str(fresh(pretrain))])
     rmd17 = next((raw / "rmd17").glob("*.npz"))
+    run("preprocess rmd17 (downstream)", ["pipelines/downstream.py", "--input", str(rmd17), "--output", str(shards / "rmd17")])
     run("fine-tune pretrained vs scratch", ["jobs/finetune.py", "--recipe", "rmd17_debug", "--checkpoint", str(pretrain),
-                                            "--data", str(rmd17), "--compare", "--output", str(fresh(finetune))])
-    run("export", ["jobs/export.py", "--checkpoint", str(finetune / "pretrained" / "checkpoint"), "--to", str(fresh(export))])
+                                            "--data", str(shards / "rmd17"), "--compare", "--output", str(fresh(finetune))])
+    run("export", ["jobs/export.py", "--checkpoint", str(finetune / "pretrained" / "best"), "--to", str(fresh(export))])
 
     from atomforge.finetune.plots import write_plots
 

@@ -1,6 +1,6 @@
 """Export a checkpoint as safetensors + config.json + model card, to a folder or a Hugging Face hub repo.
 
-    python jobs/export.py --checkpoint runs/finetune/demo/pretrained/checkpoint --to exports/demo
+    python jobs/export.py --checkpoint runs/finetune/demo/pretrained/best --to exports/demo
     python jobs/export.py --checkpoint s3://bucket/runs/jmp_s --to hf://my-org/atomforge-jmp-s [--dry-run]
 
 --checkpoint: a run directory (its newest checkpoint), a checkpoint directory (local or fsspec URL),

@@ -17,12 +17,13 @@ import os
 import sys
 from pathlib import Path
 
-import ray
 from atomforge.artifacts.checkpoint import latest_checkpoint
 from atomforge.cli import add_debug_flag, run_main
 from atomforge.recipes.jmp import RECIPES, recipe, with_data
-from atomforge.training.config import absolute_local_paths, apply_overrides
+from atomforge.training.config import absolute_local_paths
 from atomforge.training.launch import train
+from atomforge.training.overrides import apply_overrides
+from atomforge.training.ray_train import connect
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,12 +60,8 @@ def build_config(args: argparse.Namespace):
 def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     config = build_config(args)
-    if config.scaling.num_workers > 0 and not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):  # a cluster: the image or the job's runtime_env provides atomforge
-            ray.init(address=os.environ["RAY_ADDRESS"])
-        else:  # a local Ray started here: its workers import atomforge from this checkout
-            path = os.pathsep.join(filter(None, [str(REPO / "platform"), os.environ.get("PYTHONPATH")]))
-            ray.init(runtime_env={"env_vars": {"PYTHONPATH": path}})
+    if config.scaling.num_workers > 0:
+        connect(os.environ.get("RAY_ADDRESS"), str(REPO / "platform"), os.environ.get("PYTHONPATH"))
     result = train(config, resume=args.resume, verify_data=args.verify_data)
     step = result.metrics.get("step") if result.metrics else None
     print(f"done: step {step}, checkpoint {latest_checkpoint(config.checkpoint.output)}")

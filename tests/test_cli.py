@@ -14,7 +14,7 @@ from atomforge.cli import describe, user_error
 from atomforge.storage import is_transient, retry
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = ["pipelines/preprocess.py", "jobs/jmp_pretrain.py", "jobs/finetune.py", "jobs/export.py",
+SCRIPTS = ["pipelines/preprocess.py", "pipelines/downstream.py", "jobs/jmp_pretrain.py", "jobs/finetune.py", "jobs/export.py",
            "jobs/make_demo_corpora.py", "jobs/demo.py"]
 
 

@@ -1,8 +1,8 @@
 """Running the replication: corpora -> shards -> pretraining arms -> fine-tuning arms, cached, on N processes.
 
-The platform is used only through three entry points, so a change of trainer touches this module
-alone: `preprocess(...)` (the shard pipeline), `pretrain(config) -> run dir` and
-`finetune(config, checkpoint) -> metrics`. Everything else builds configs from the design.
+The platform is used only through four entry points, so a change of trainer touches this module
+alone: `preprocess(...)` (the shard pipeline), `prepare_downstream(...)` (a downstream file to
+shards), `pretrain(config) -> run dir` and `finetune(config, checkpoint) -> metrics`. Everything else builds configs from the design.
 A job whose result file exists is not run again, so an interrupted run continues where it stopped.
 """
 
@@ -64,9 +64,15 @@ def finetune(config, checkpoint: str | None) -> dict[str, Any]:
     from atomforge.finetune.run import run_variant
 
     summary = run_variant(config, checkpoint, "pretrained" if checkpoint else "scratch", log=lambda *_: None)
-    steps_per_epoch = -(-summary.sizes["train"] // config.optim.batch_size)
     return {"metrics": summary.metrics, "sizes": summary.sizes, "epochs": summary.epochs,
-            "optimizer_steps": summary.epochs * steps_per_epoch, "best_epoch": summary.best_epoch}
+            "optimizer_steps": summary.optimizer_steps, "best_epoch": summary.best_epoch}
+
+
+def prepare_downstream(raw: str, output: Path, options: dict) -> dict:
+    """A downstream file -> shards for fine-tuning (atomforge.pipeline.downstream, in-process); the manifest's counts."""
+    from atomforge.pipeline.downstream import prepare_downstream as prepare
+
+    return prepare(raw, str(output), cutoff=CUTOFF, max_neighbors=MAX_NEIGHBORS, **options)["counts"]
 
 
 # ------------------------------------------------------------------ configs from the design
@@ -103,35 +109,44 @@ def pretrain_config(arm: str, budget: Budget, seed: int, shards: Path, output: P
 
 
 def downstream(family: str, dataset: str, corpora: Path) -> tuple[str, str, dict]:
-    """(path, data format, TargetSpec fields) of a downstream set."""
+    """(raw path, task name, preprocessing options) of a downstream set."""
     if family == "molecules":
-        return str(corpora / "rmd17" / f"rmd17_{dataset}.npz"), "rmd17", {"task": f"rmd17_{dataset}"}
+        return str(corpora / "rmd17" / f"rmd17_{dataset}.npz"), f"rmd17_{dataset}", {}
     if family == "water":
-        return str(corpora / "water" / "finetune" / "water.extxyz"), "ase", {"task": "water_ft"}
-    return (str(corpora / "bulk" / "bulk_modulus" / "cells.extxyz"), "ase",
-            {"task": "bulk_modulus", "kind": "property", "key": "bulk_modulus", "pooling": "mean"})
+        return str(corpora / "water" / "finetune" / "water.extxyz"), "water_ft", {"dataset": "water_ft"}
+    return (str(corpora / "bulk" / "bulk_modulus" / "cells.extxyz"), "bulk_modulus",
+            {"dataset": "bulk_modulus", "property_key": "bulk_modulus", "property_per_atom": True})
 
 
-def finetune_config(arm: Finetuning, dataset: str, budget: Budget, seed: int, corpora: Path, output: Path):
-    """The FinetuneConfig of `arm` on `dataset`: the shared optimiser (uniform learning rates) and epoch budget."""
-    from atomforge.finetune.config import DataSpec, FinetuneConfig, FinetuneOptim, TargetSpec
+def downstream_shards(shards: Path, family: str, dataset: str) -> Path:
+    return shards / "downstream" / f"{family}_{dataset}"
+
+
+def finetune_config(arm: Finetuning, dataset: str, budget: Budget, seed: int, shards: Path, output: Path):
+    """The fine-tuning TrainConfig of `arm` on `dataset`: the shared optimiser (uniform learning rates) and
+    epoch budget, every epoch run (model selection on validation, no early stop)."""
     from atomforge.objectives import MixEntry
-    from atomforge.recipes.finetune import dens_md17
+    from atomforge.recipes.finetune import dens_md17, finetuning, supervised
+    from atomforge.recipes.finetune import downstream as downstream_task
+    from atomforge.training.config import EpochBudget, OptimConfig, Subset
 
     family = arm.family
-    objectives = {"dens": MixEntry(dens_md17(forces="gradient"))} if arm.dens_auxiliary else None
-    path, fmt, target = downstream(family, dataset, corpora)
+    _, task, options = downstream(family, dataset, Path("."))
+    prop = "property_key" in options
+    subset = Subset(budget.num_train[family], budget.num_val[family], budget.num_test[family], seed=seed)
+    data = downstream_task(task, str(downstream_shards(shards, family, dataset)), subset,
+                           dataset=options.get("dataset", "rmd17"), cutoff=CUTOFF, max_neighbors=MAX_NEIGHBORS,
+                           force_weight=0.0 if prop else 10.0, reference_fit="mean_per_atom" if prop else "least_squares",
+                           per_atom=prop)
     epochs = budget.finetune_epochs[family]
-    return FinetuneConfig(
-        name=f"{family}-{dataset}-{arm.name}-seed{seed}",
-        data=DataSpec(path=path, format=fmt, num_train=budget.num_train[family], num_val=budget.num_val[family],
-                      num_test=budget.num_test[family], seed=seed),
-        target=TargetSpec(**{"forces": "gradient", "energy_weight": 1.0, "force_weight": 10.0, "cutoff": CUTOFF,
-                             "max_neighbors": MAX_NEIGHBORS, **target}),
-        optim=FinetuneOptim(lr=1e-3, batch_size=budget.batch_size, max_epochs=epochs, patience=epochs,
-                            ema_decay=0.99, warmup_epochs=max(1, epochs // 20), embedding_lr=1.0, block_lr=(1.0,)),
-        backbone=BACKBONE, objectives=objectives, seed=seed, output=str(output),
-    )
+    optim = OptimConfig(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, warmup_start_factor=0.2, min_lr_factor=0.1,
+                        grad_clip=10.0, ema_decay=0.99)
+    objectives = {"dens": MixEntry(dens_md17(forces="gradient"))} if arm.dens_auxiliary else supervised(
+        None if prop else "gradient")
+    config = finetuning(f"{family}-{dataset}-{arm.name}-seed{seed}", data, BACKBONE, objectives,
+                        optim, EpochBudget(max_epochs=epochs, warmup_epochs=max(1, epochs // 20)), budget.batch_size,
+                        patience=None, output=str(output))
+    return dataclasses.replace(config, seed=seed)
 
 
 # ------------------------------------------------------------------ jobs (module-level: they run in workers)
@@ -163,6 +178,14 @@ def shard_job(corpora: str, shards: str, dataset: str) -> dict:
     return json.loads((Path(shards) / dataset / "manifest.json").read_text())
 
 
+def downstream_job(corpora: str, shards: str, family: str, dataset: str) -> dict:
+    """Preprocess one downstream set for fine-tuning; its manifest (the job's result file) is written last."""
+    raw, _, options = downstream(family, dataset, Path(corpora))
+    target = downstream_shards(Path(shards), family, dataset)
+    prepare_downstream(raw, target, options)
+    return json.loads((target / "manifest.json").read_text())
+
+
 def pretrain_job(arm: str, mode: str, seed: int, shards: str, output: str) -> dict:
     """Pretraining arm for one seed; result.json records the steps run and the final validation metrics."""
     from replication.design import BUDGETS
@@ -182,7 +205,7 @@ def pretrain_job(arm: str, mode: str, seed: int, shards: str, output: str) -> di
     return result
 
 
-def finetune_job(arm: Finetuning, dataset: str, mode: str, seed: int, corpora: str, checkpoint: str | None,
+def finetune_job(arm: Finetuning, dataset: str, mode: str, seed: int, shards: str, checkpoint: str | None,
                  output: str) -> dict:
     """Fine-tuning arm on one set for one seed; result.json holds metrics per split and the steps run."""
     from replication.design import BUDGETS
@@ -191,7 +214,7 @@ def finetune_job(arm: Finetuning, dataset: str, mode: str, seed: int, corpora: s
     if result_file.exists():
         return json.loads(result_file.read_text())
     start = time.perf_counter()
-    config = finetune_config(arm, dataset, BUDGETS[mode], seed, Path(corpora), Path(output))
+    config = finetune_config(arm, dataset, BUDGETS[mode], seed, Path(shards), Path(output))
     result = {"arm": arm.name, "dataset": dataset, "seed": seed, **finetune(config, checkpoint),
               "seconds": round(time.perf_counter() - start, 1)}
     Path(output).mkdir(parents=True, exist_ok=True)

@@ -158,15 +158,17 @@ class ShardReader:
         blocks = []
         for chunk in window.chunks:
             file = source.files[chunk.file]
-            table = self.rows(source, file, chunk.start, chunk.num_rows)
+            table = self.rows(source, file, chunk.start, chunk.span)
+            if chunk.rows is not None:  # a subset of the range: decode only its rows
+                table = table.take(chunk.offsets())
             blocks.append(decode_rows(table, source.cutoff, source.max_neighbors, source.tie_rule,
                                       where=file.path, first_row=chunk.start))
         return blocks[0] if len(blocks) == 1 else concat_blocks(blocks)
 
     def window_sizes(self, source: Source, window: Window) -> np.ndarray:
         """Atom counts of `window`'s rows in stream order (what the planner budgets with)."""
-        sizes = np.concatenate([self.sizes(source, source.files[c.file])[c.start:c.start + c.num_rows]
-                                for c in window.chunks])
+        sizes = np.concatenate([self.sizes(source, source.files[c.file])[
+            np.asarray(c.rows) if c.rows is not None else slice(c.start, c.start + c.num_rows)] for c in window.chunks])
         return sizes[window.order()]
 
 

@@ -10,6 +10,9 @@ buffer). A stream's position is (epoch, rows consumed in the epoch), so resuming
 Unshuffled streams keep manifest order (chunk r, r + world, ...) and never repeat a row: a rank
 with no chunk has an empty epoch. Shuffled streams are for training and give a rank with no chunk
 of its own one chunk (dealt round-robin), so every rank always has rows.
+
+A stream can read a subset of the split (`rows`: e.g. a fine-tuning set's seeded 950 training
+structures out of a pool): chunks then cover the same row ranges but hold only the chosen rows.
 """
 
 from __future__ import annotations
@@ -32,9 +35,21 @@ class ShardFile:
 
 @dataclass(frozen=True)
 class Chunk:
+    """Rows of one file: start..start+num_rows, or (`rows` given) those rows of the file, sorted."""
+
     file: int  # index into the stream's files
     start: int
     num_rows: int
+    rows: tuple[int, ...] | None = None  # a subset: row indices in the file (num_rows of them)
+
+    @property
+    def span(self) -> int:
+        """Rows of the file from `start` that must be read to get this chunk's rows."""
+        return self.num_rows if self.rows is None else self.rows[-1] - self.start + 1
+
+    def offsets(self) -> np.ndarray | None:
+        """The chunk's rows relative to `start` (None: all `span` rows)."""
+        return None if self.rows is None else np.asarray(self.rows, dtype=np.int64) - self.start
 
 
 @dataclass(frozen=True)
@@ -59,18 +74,42 @@ class Window:
         return np.random.default_rng(list(self.shuffle_seed)).permutation(self.num_rows)
 
 
-def make_chunks(files: Sequence[ShardFile], chunk_rows: int, limit: int | None = None) -> list[Chunk]:
-    """Every file's rows (only the first `limit` of the split, in manifest order) in ranges of <= `chunk_rows`."""
+def make_chunks(files: Sequence[ShardFile], chunk_rows: int, limit: int | None = None,
+                rows: np.ndarray | None = None) -> list[Chunk]:
+    """Every file's rows (only the first `limit` of the split, in manifest order) in ranges of <= `chunk_rows`.
+
+    `rows`: only these rows of the split (indices into the files' rows concatenated in manifest
+    order); a chunk then holds the chosen rows of its range, and ranges without one are skipped.
+    """
     if chunk_rows <= 0:
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+    if rows is not None:
+        return _subset_chunks(files, chunk_rows, np.asarray(rows, dtype=np.int64), limit)
     chunks, left = [], float("inf") if limit is None else limit
     for i, f in enumerate(files):
         for start in range(0, f.num_rows, chunk_rows):
-            rows = int(min(chunk_rows, f.num_rows - start, left))
-            if rows <= 0:
+            num = int(min(chunk_rows, f.num_rows - start, left))
+            if num <= 0:
                 return chunks
-            chunks.append(Chunk(i, start, rows))
-            left -= rows
+            chunks.append(Chunk(i, start, num))
+            left -= num
+    return chunks
+
+
+def _subset_chunks(files: Sequence[ShardFile], chunk_rows: int, rows: np.ndarray, limit: int | None) -> list[Chunk]:
+    total = sum(f.num_rows for f in files)
+    if rows.size and (rows.min() < 0 or rows.max() >= total or np.any(np.diff(rows) <= 0)):
+        raise ValueError(f"rows must be sorted, unique indices in [0, {total}), got {rows.size} rows "
+                         f"in [{rows.min()}, {rows.max()}]")
+    rows = rows[:limit] if limit is not None else rows
+    starts = np.concatenate([[0], np.cumsum([f.num_rows for f in files])]).astype(np.int64)
+    chunks = []
+    for i, f in enumerate(files):
+        mine = rows[(rows >= starts[i]) & (rows < starts[i + 1])] - starts[i]
+        for start in range(0, f.num_rows, chunk_rows):
+            inside = mine[(mine >= start) & (mine < start + chunk_rows)]
+            if inside.size:
+                chunks.append(Chunk(i, int(inside[0]), int(inside.size), tuple(int(r) for r in inside)))
     return chunks
 
 
@@ -89,12 +128,14 @@ class RowStream:
     `sizes(window)` (set by the loader) gives the atom counts (in window order, i.e. after `Window.order`) of a window's
     rows; the loader answers it from the decoded window, so the stream itself never reads a shard.
     `epochs=None` streams forever (each exhausted epoch starts the next); otherwise the stream ends.
-    `limit` keeps only the split's first rows (in manifest order), e.g. a fixed validation subset.
+    `limit` keeps only the split's first rows (in manifest order), e.g. a fixed validation subset;
+    `rows` only those rows of the split (see `make_chunks`).
     """
 
     def __init__(self, files: Sequence[ShardFile], sizes: Callable[[Window], np.ndarray] | None = None, *, seed: int,
                  source: int = 0, rank: int = 0, world: int = 1, chunk_rows: int = 512, shuffle_rows: int = 4096,
-                 shuffle: bool = True, epochs: int | None = None, limit: int | None = None):
+                 shuffle: bool = True, epochs: int | None = None, limit: int | None = None,
+                 rows: np.ndarray | None = None):
         if not 0 <= rank < world:
             raise ValueError(f"rank must be in [0, {world}), got {rank}")
         if sum(f.num_rows for f in files) == 0:
@@ -104,7 +145,9 @@ class RowStream:
         self.files, self.sizes = list(files), sizes
         self.seed, self.source, self.rank, self.world = seed, source, rank, world
         self.shuffle_rows, self.shuffle, self.epochs = shuffle_rows, shuffle, epochs
-        self.chunks = make_chunks(self.files, chunk_rows, limit)
+        self.chunks = make_chunks(self.files, chunk_rows, limit, rows)
+        if not self.chunks:
+            raise ValueError(f"source {source}: the row subset selects no rows of {len(files)} shard files")
         self._layouts: dict[int, list[Window]] = {}
         self.epoch, self.position = 0, 0
         self._layout(0)

@@ -10,7 +10,8 @@ import pytest
 _spec = importlib.util.spec_from_file_location("finetune_fixtures", Path(__file__).parents[1] / "finetune" / "conftest.py")
 fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fixtures)
-rmd17_file, pretrain_run, quick_config = fixtures.rmd17_file, fixtures.pretrain_run, fixtures.quick_config
+rmd17_file, rmd17_shards, pretrain_run, quick_config = (fixtures.rmd17_file, fixtures.rmd17_shards, fixtures.pretrain_run,
+                                                   fixtures.quick_config)
 
 
 @pytest.fixture(scope="module")

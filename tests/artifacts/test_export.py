@@ -16,7 +16,7 @@ import torch
 from atomforge.artifacts.export import EXPORT_FILES, export
 from atomforge.artifacts.reference import load_model
 from atomforge.batch import collate
-from atomforge.finetune.data import load_downstream
+from atomforge.corpora import read_corpus
 from atomforge.finetune.run import run_variant
 from safetensors.torch import load_file
 
@@ -165,22 +165,37 @@ def test_pretrained_export_records_each_linear_reference_and_how_it_was_obtained
     assert card["oc20"] == ("none", "no reference", {})
 
 
-def test_finetuned_export_records_the_fitted_and_the_kept_linear_references(quick_config, pretrain_run, tmp_path):
-    config = dataclasses.replace(quick_config, keep_pretrained_heads=True,
-                                 optim=dataclasses.replace(quick_config.optim, max_epochs=1))
+def lstsq_reference(rmd17_file, num_train: int, seed: int) -> dict[int, float]:
+    """The least-squares per-element reference of the structures a Subset(num_train, ..., seed) trains on,
+    from the raw file (the structures themselves), independently of the shards and the columnar fitter."""
+    structures = list(read_corpus("rmd17", str(rmd17_file)))
+    train = np.random.default_rng(seed).permutation(len(structures))[:num_train]
+    elements = sorted({int(z) for s in structures for z in s.atomic_numbers})
+    counts = np.array([[np.sum(structures[i].atomic_numbers == z) for z in elements] for i in train], dtype=float)
+    energy = np.array([structures[i].energy for i in train])
+    return dict(zip(elements, np.linalg.lstsq(counts, energy, rcond=None)[0]))
+
+
+def test_finetuned_export_records_the_fitted_and_the_kept_linear_references(quick_config, pretrain_run, rmd17_file,
+                                                                            tmp_path):
+    config = dataclasses.replace(quick_config, init=dataclasses.replace(quick_config.init, keep_heads=True),
+                                 epochs=dataclasses.replace(quick_config.epochs, max_epochs=1))
     summary = run_variant(config, str(pretrain_run), "pretrained", log=lambda line: None)
-    export(load_model(str(Path(summary.output) / "checkpoint")), str(tmp_path / "export"))
+    export(load_model(str(Path(summary.output) / "best")), str(tmp_path / "export"))
     tasks = json.loads((tmp_path / "export" / "config.json").read_text())["tasks"]
-    fitted = load_downstream(config.data, config.target, 5.0).spec.linear_reference  # lstsq on the same train split
-    assert tasks["rmd17"]["linear_reference"] == {str(z): pytest.approx(v, abs=1e-9) for z, v in fitted.items()}
+    fitted = lstsq_reference(rmd17_file, 24, 0)  # lstsq on the same 24 training structures
+    assert tasks["rmd17"]["linear_reference"] == {str(z): pytest.approx(v, abs=1e-6) for z, v in fitted.items()}
+    url = config.data.tasks["rmd17"].url
     assert tasks["rmd17"]["reference"] == {
-        "mode": "fitted", "fitted_on": f"{config.data.path} train split (24 structures, split seed 0)",
+        "mode": "fitted", "fitted_on": f"{url} split 'train': 24 training structures, subset seed 0",
         "method": "least squares of energy on per-element atom counts"}
     pretrained = load_model(str(pretrain_run))
     assert tasks["ani1x"]["reference"] == {"mode": "kept", "from": pretrained.source}
     assert tasks["ani1x"]["linear_reference"] == {"1": -13.6, "6": -1029.0, "8": -2041.0}
     card = card_references((tmp_path / "export" / "README.md").read_text())
-    assert card["rmd17"][0] == "fitted" and f"{config.data.path} train split" in card["rmd17"][1]
+    assert card["rmd17"][0] == "fitted" and f"{url} split 'train'" in card["rmd17"][1]
     symbols = {"H": 1, "C": 6, "O": 8}
     assert card["rmd17"][2] == {s: pytest.approx(fitted[z], rel=1e-5) for s, z in symbols.items()}  # 6 digits in the card
     assert card["ani1x"] == ("kept", f"kept unchanged from `{pretrained.source}`", {"H": -13.6, "C": -1029.0, "O": -2041.0})
+    text = (tmp_path / "export" / "README.md").read_text()
+    assert "Fine-tuned (recipe `rmd17_debug`" in text and "24 train / 8 val structures, seed 0" in text

@@ -1,8 +1,9 @@
-"""Fixtures for fine-tuning, hub and calculator tests: an rMD17-format set and a pretraining checkpoint.
+"""Fixtures for fine-tuning, hub and calculator tests: an rMD17-format set, its shards and a pretraining checkpoint.
 
 The rMD17 file holds EMT-labelled (ASE) thermal displacements of ethanol in kcal/mol, so forces are
-exact gradients of the energy; the checkpoint is written by the trainer's own `write_checkpoint`
-with the state layout of `training.loop.Worker._state` (model, EMA, config, model.json).
+exact gradients of the energy; its shards come from the pipeline (`prepare_downstream`); the
+checkpoint is written by the artifacts' own `write_checkpoint` with the trainer's state layout
+(`training.trainer.Trainer.state_dict`: model, EMA, config, model.json).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import torch
 from atomforge.artifacts import checkpoint as ckpt
 from atomforge.corpora.rmd17 import KCAL_PER_MOL_TO_EV
 from atomforge.datasets import task_spec
-from atomforge.finetune.config import DataSpec
 from atomforge.models import AtomisticModel
 from atomforge.models.painn import PaiNNConfig
+from atomforge.pipeline.downstream import prepare_downstream
 from atomforge.recipes.finetune import rmd17_debug
 from atomforge.recipes.jmp import debug_cpu, only_tasks
-from atomforge.training.config import to_jsonable
+from atomforge.training.config import EpochBudget, Subset
 from atomforge.training.optim import build_ema
+from atomforge.training.overrides import to_jsonable
 
 PRETRAIN_TASKS = ("ani1x", "oc20")
 
@@ -70,7 +72,6 @@ def pretrain_checkpoint(directory: Path, seed: int = 0) -> Path:
     return ckpt.write_checkpoint(directory / ckpt.checkpoint_name(10), state, to_jsonable(config), model.config_dict())
 
 
-
 @pytest.fixture(scope="session")
 def rmd17_file(tmp_path_factory) -> Path:
     return write_rmd17(tmp_path_factory.mktemp("rmd17") / "rmd17_ethanol.npz", 48)
@@ -84,12 +85,25 @@ def pretrain_run(tmp_path_factory) -> Path:
     return run
 
 
-@pytest.fixture
-def quick_config(rmd17_file, tmp_path):
-    """rmd17_debug on the fixture set, a few epochs."""
-    base = rmd17_debug()
-    return dataclasses.replace(
-        base, data=DataSpec(path=str(rmd17_file), format="rmd17", num_train=24, num_val=8, num_test=None),
-        optim=dataclasses.replace(base.optim, max_epochs=4, batch_size=8, patience=10, warmup_epochs=0),
-        output=str(tmp_path / "ft"))
+@pytest.fixture(scope="session")
+def rmd17_shards(rmd17_file, tmp_path_factory) -> str:
+    """The fixture set through the downstream pipeline: every frame in the pool split, dataset "rmd17"."""
+    out = tmp_path_factory.mktemp("rmd17-shards") / "rmd17"
+    prepare_downstream(str(rmd17_file), str(out))
+    return str(out)
 
+
+def quick(config, url: str, output, num_train: int = 24, num_val: int = 8, epochs: int = 4):
+    """`config` (a fine-tuning recipe) on `url` with `num_train` / `num_val` structures for a few epochs."""
+    task = next(iter(config.data.tasks))
+    data = dataclasses.replace(config.data, max_structures=8, tasks={task: dataclasses.replace(
+        config.data.tasks[task], url=url, subset=Subset(num_train, num_val))})
+    return dataclasses.replace(config, data=data, epochs=EpochBudget(max_epochs=epochs, warmup_epochs=0),
+                               early_stopping=dataclasses.replace(config.early_stopping, patience=10),
+                               checkpoint=dataclasses.replace(config.checkpoint, output=str(output)))
+
+
+@pytest.fixture
+def quick_config(rmd17_shards, tmp_path):
+    """rmd17_debug on the fixture shards (24 train / 8 val / 16 test), a few epochs."""
+    return quick(rmd17_debug(), rmd17_shards, tmp_path / "ft")

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from atomforge.recipes.jmp import debug_cpu, with_data
-from atomforge.training.config import TrainConfig, apply_overrides
+from atomforge.training.config import TrainConfig
+from atomforge.training.overrides import apply_overrides
 
 
 def tiny_config(shards: dict[str, str], output: Path, *overrides: str) -> TrainConfig:

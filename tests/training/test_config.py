@@ -10,9 +10,10 @@ from atomforge.finetune.run import run_variant
 from atomforge.recipes.finetune import rmd17_debug
 from atomforge.recipes.jmp import RECIPES, debug_cpu, jmp_l, jmp_s, with_data
 from atomforge.tasks import TaskSpec
-from atomforge.training.config import apply_overrides, check_cutoffs, to_jsonable
+from atomforge.training.config import check_cutoffs
 from atomforge.training.data import open_source, resolve_spec
 from atomforge.training.optim import lr_factor
+from atomforge.training.overrides import apply_overrides, to_jsonable
 
 
 def test_overrides_convert_to_field_types():

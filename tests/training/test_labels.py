@@ -18,8 +18,8 @@ from atomforge.objectives import (
 )
 from atomforge.recipes.jmp import debug_cpu, only_tasks, with_data, with_objectives
 from atomforge.tasks import TaskSpec
-from atomforge.training.config import apply_overrides
 from atomforge.training.launch import train
+from atomforge.training.overrides import apply_overrides
 
 from .conftest import publish, synthetic_structure
 from .helpers import train_losses

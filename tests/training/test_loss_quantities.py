@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from atomforge.objectives import DeNS, MixEntry
 from atomforge.recipes.jmp import debug_cpu, only_tasks, with_data, with_objectives
-from atomforge.training.config import apply_overrides
 from atomforge.training.launch import train
+from atomforge.training.overrides import apply_overrides
 
 from .conftest import publish, synthetic_structure
 

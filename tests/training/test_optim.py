@@ -6,15 +6,13 @@ import numpy as np
 import pytest
 import torch
 from atomforge.batch import collate
-from atomforge.finetune.config import FinetuneOptim
-from atomforge.finetune.trainer import param_groups
 from atomforge.models import AtomisticModel
 from atomforge.models.painn import PaiNNConfig
 from atomforge.objectives import SCD, JMPSupervised, ObjectiveContext, ObjectiveMix
 from atomforge.schema import Structure
 from atomforge.tasks import TaskSpec
-from atomforge.training.config import OptimConfig
-from atomforge.training.optim import build_optimizer
+from atomforge.training.config import LayerLR, OptimConfig
+from atomforge.training.optim import build_optimizer, param_groups
 
 from .conftest import synthetic_structure
 
@@ -41,7 +39,7 @@ def test_embeddings_and_one_dimensional_parameters_get_no_weight_decay():
         expected = 0.0 if p.ndim < 2 or names[id(p)] == "backbone.embedding.weight" else 0.1
         assert decay[id(p)] == expected, names[id(p)]
     assert decay[id(model.null_condition)] == 0.0 and decay[id(model.backbone.embedding.weight)] == 0.0
-    for group in param_groups(model, FinetuneOptim(weight_decay=0.1)):  # fine-tuning follows the same rule
+    for group in param_groups(model, OptimConfig(weight_decay=0.1, layer_lr=LayerLR())):  # fine-tuning's groups too
         if "backbone.embedding.weight" in group["names"]:
             assert group["weight_decay"] == 0.0
 

@@ -8,8 +8,8 @@ import warnings
 
 import pytest
 from atomforge.recipes.jmp import RECIPES, with_data
-from atomforge.training.config import apply_overrides
 from atomforge.training.launch import train
+from atomforge.training.overrides import apply_overrides
 
 from .helpers import train_losses
 

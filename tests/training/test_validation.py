@@ -46,7 +46,7 @@ def test_same_weights_give_identical_validation_errors_under_every_mix(batches):
     model = AtomisticModel(PaiNNConfig.tiny(), TASKS).eval()
     results = {name: metrics_under(entries, batches, model) for name, entries in MIXES.items()}
     errors = {name: {k: v for k, v in m.items() if k.endswith("_mae")} for name, m in results.items()}
-    assert set(errors["jmp"]) == {"val/mol/energy_mae", "val/mol/force_mae"}
+    assert set(errors["jmp"]) == {"val/mol/energy_mae", "val/mol/energy_per_atom_mae", "val/mol/force_mae"}
     for name, value in errors.items():
         assert value == errors["jmp"], name
     # ... and they are the clean model's errors over all 12 structures and every force component.
@@ -55,6 +55,8 @@ def test_same_weights_give_identical_validation_errors_under_every_mix(batches):
     energy = torch.cat([(o.energy - b.energy).abs() for o, b in zip(outs, batches)])
     forces = torch.cat([(o.forces - b.forces).abs().reshape(-1) for o, b in zip(outs, batches)])
     assert errors["jmp"]["val/mol/energy_mae"] == pytest.approx(float(energy.mean()), rel=1e-12)
+    natoms = torch.cat([b.natoms for b in batches])
+    assert errors["jmp"]["val/mol/energy_per_atom_mae"] == pytest.approx(float((energy / natoms).mean()), rel=1e-12)
     assert errors["jmp"]["val/mol/force_mae"] == pytest.approx(float(forces.mean()), rel=1e-6)
     # The mix's own loss is still reported per mix (it is the training loss's quantity).
     assert results["jmp"]["val/mol/loss"] != results["scd+jmp"]["val/mol/loss"]

@@ -20,6 +20,7 @@ from atomforge.models.painn import PaiNNConfig
 from atomforge.objectives import JMPSupervised, ObjectiveContext, ObjectiveMix
 from atomforge.schema import from_ase
 from atomforge.tasks import TaskSpec
+from atomforge.training.distributed import SingleProcess, TorchDistributed
 from atomforge.training.reduction import micro_batch_weight, reduce_step
 
 TASKS = {"mol": TaskSpec("mol", 5.0, energy_std=2.0, force_std=0.5, force_weight=3.0)}
@@ -48,7 +49,8 @@ def loss_and_gradients(items, world: int):
     result = ObjectiveMix([(JMPSupervised(), 1.0)], model).run(model, batch, ctx)
     weight = micro_batch_weight(len(items))
     (result.loss * weight).backward()
-    loss, count = reduce_step(model, float(result.loss.detach()) * weight, len(items), world)
+    dist = TorchDistributed() if world > 1 else SingleProcess()
+    loss, count = reduce_step(model, float(result.loss.detach()) * weight, len(items), dist)
     grads = torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
     return loss, count, grads, float(result.loss.detach())
 

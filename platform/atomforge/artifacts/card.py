@@ -85,7 +85,9 @@ def _obtained(reference: Mapping[str, Any]) -> str:
 
 
 def training_text(training: Mapping[str, Any]) -> str:
-    if training.get("kind") == "finetune":
+    if training.get("kind") == "finetune" and "datasets" in training:
+        return finetune_text(training)
+    if training.get("kind") == "finetune":  # exported before the one trainer (a `data.path` and a `target`)
         data, target = training.get("data", {}), training.get("target", {})
         text = (f"Fine-tuned (recipe `{training.get('recipe')}`) on `{data.get('path')}` "
                 f"({data.get('num_train')} train / {data.get('num_val')} val structures, seed {data.get('seed')}), "
@@ -102,6 +104,24 @@ def training_text(training: Mapping[str, Any]) -> str:
         return (f"Pretrained with recipe `{training.get('recipe')}` for {training.get('max_steps')} steps.\n\n"
                 f"Datasets (tasks):\n{datasets or '- (none recorded)'}\n\nObjectives:\n{objectives or '- (none recorded)'}")
     return "Not recorded in the checkpoint."
+
+
+def finetune_text(training: Mapping[str, Any]) -> str:
+    """A fine-tuning run on shard datasets: its tasks (and their exact counts), objectives, starting point."""
+    lines = []
+    for task, url in training.get("datasets", {}).items():
+        subset = (training.get("subsets") or {}).get(task)
+        counts = (f" ({subset.get('num_train')} train / {subset.get('num_val')} val structures, seed {subset.get('seed')})"
+                  if subset else "")
+        lines.append(f"- `{task}`: {url or '(url not recorded)'}{counts}")
+    objectives = ", ".join(f"`{n}`" for n in training.get("objectives", {})) or "(none recorded)"
+    text = (f"Fine-tuned (recipe `{training.get('recipe')}`, {training.get('max_steps')} steps) on:\n"
+            + "\n".join(lines) + f"\n\nObjectives: {objectives}; EMA weights selected on validation.")
+    source = training.get("pretrained_from")
+    text += f"\n\nStarting point: `{source}`." if source else "\n\nTrained from scratch (no pretraining)."
+    if training.get("pretraining"):
+        text += "\n\nPretraining:\n" + training_text(training["pretraining"])
+    return text
 
 
 def metrics_text(training: Mapping[str, Any]) -> str:

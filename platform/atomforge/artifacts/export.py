@@ -94,20 +94,30 @@ def export_config(source: Pretrained) -> dict[str, Any]:
 
 
 def training_summary(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """Data, objectives and metrics from a pretraining or fine-tuning config (what the card shows)."""
-    if meta.get("kind") == "finetune":
+    """Data, objectives and metrics from a pretraining or fine-tuning run config (what the card shows)."""
+    if "export" in meta:  # the meta of a loaded export: already a summary
+        return {k: v for k, v in meta.items() if k != "export"}
+    if meta.get("kind") == "finetune" and "target" in meta:  # a fine-tuning config from before the one trainer
         return {"kind": "finetune", "recipe": meta.get("name"), "data": meta.get("data", {}),
                 "target": meta.get("target", {}), "metrics": meta.get("metrics", {}),
                 "optim": meta.get("optim", {}), "pretrained_from": meta.get("pretrained_from"),
                 "pretraining": training_summary(meta["pretraining"]) if meta.get("pretraining") else None}
-    if meta.get("kind") in ("pretraining", "unknown"):  # already a summary: the meta of a loaded export
-        return {k: v for k, v in meta.items() if k != "export"}
     tasks = (meta.get("data") or {}).get("tasks") or {}
     objectives = {name: {k: _objective_name(v) if k == "objective" else v for k, v in (entry or {}).items() if k != "_type"}
                   for name, entry in (meta.get("objectives") or {}).items()}
-    return {"kind": "pretraining" if meta else "unknown", "recipe": meta.get("name"),
-            "datasets": {t: (e or {}).get("url", "") for t, e in tasks.items()}, "objectives": objectives,
-            "max_steps": meta.get("max_steps"), "optim": meta.get("optim", {})}
+    summary = {"kind": "pretraining" if meta else "unknown", "recipe": meta.get("name"),
+               "datasets": {t: (e or {}).get("url", "") for t, e in tasks.items()}, "objectives": objectives,
+               "max_steps": meta.get("max_steps"), "optim": meta.get("optim", {})}
+    if meta.get("kind") == "finetune":
+        summary.update(kind="finetune", metrics=meta.get("metrics", {}), pretrained_from=meta.get("pretrained_from"),
+                       subsets={t: _plain((e or {}).get("subset")) for t, e in tasks.items()},
+                       pretraining=training_summary(meta["pretraining"]) if meta.get("pretraining") else None)
+    return summary
+
+
+def _plain(value: Any) -> Any:
+    """A config record without its `_type` key (None stays None)."""
+    return {k: v for k, v in value.items() if k != "_type"} if isinstance(value, Mapping) else value
 
 
 def _objective_name(value: Any) -> Any:

@@ -5,7 +5,8 @@ A reference is, in this order of checks:
     repo's export, downloaded once into the hub client's cache (`atomforge.hub`);
   * an export folder (model.safetensors + config.json), local or any fsspec URL;
   * a checkpoint directory (state.pt, ...), local or any fsspec URL;
-  * a run directory holding `checkpoint_*` folders: its newest complete checkpoint.
+  * a run directory: its `best/` checkpoint (a fine-tuning run's selected weights) when it has one,
+    else its newest complete `checkpoint_*` folder.
 Exports are read with safetensors and json only; checkpoints with torch.load(weights_only=True), so
 no reference can make atomforge run code. Both are upgraded from older format versions on reading
 (`artifacts.checkpoint`, `artifacts.export`).
@@ -49,6 +50,9 @@ def resolve(ref: str) -> Reference:
         return Reference("export", ref)
     if checkpoint.is_checkpoint(ref):
         return Reference("checkpoint", ref)
+    best = f"{ref.rstrip('/')}/best"
+    if checkpoint.is_checkpoint(best):  # a fine-tuning run: its selected weights
+        return Reference("checkpoint", best)
     latest = checkpoint.latest_checkpoint(ref)
     if latest is not None:
         return Reference("checkpoint", latest)

@@ -52,6 +52,10 @@ class AseFilesReader(StreamingCorpus):
         group_by: "file", "frame", or an info / key_value_pairs key naming the split group;
             default "file" for trajectories and "frame" for databases.
         rows_per_unit: split ASE databases into work units of this many rows (default: one per file).
+        property_key: read a per-structure property from this info / key_value_pairs key as the
+            `energy` label (forces and stress none): what a property fine-tuning task trains on.
+        property_per_atom: the property is intensive (a mean over atoms): stored as N·value, so a
+            sum-pooled model's energy / N predicts it.
         storage_options: fsspec options (credentials); kept on the reader, never in work units.
     """
 
@@ -59,8 +63,8 @@ class AseFilesReader(StreamingCorpus):
     energy_convention = "total"
 
     def __init__(self, url: str, dataset: str = "ase", frame_kind: str = "unknown",
-                 group_by: str | None = None, rows_per_unit: int | None = None,
-                 storage_options: dict | None = None) -> None:
+                 group_by: str | None = None, rows_per_unit: int | None = None, property_key: str | None = None,
+                 property_per_atom: bool = False, storage_options: dict | None = None) -> None:
         if frame_kind not in FRAME_KINDS:
             raise ValueError(f"option 'frame_kind' is {frame_kind!r}, expected one of {FRAME_KINDS}")
         if rows_per_unit is not None and rows_per_unit < 1:
@@ -70,11 +74,14 @@ class AseFilesReader(StreamingCorpus):
         self.frame_kind = frame_kind
         self.group_by = group_by
         self.rows_per_unit = rows_per_unit
+        self.property_key, self.property_per_atom = property_key, bool(property_per_atom)
         self.storage_options = storage_options
 
     def _options(self) -> dict[str, Any]:
-        return {"root": self.url, "dataset": self.dataset, "frame_kind": self.frame_kind,
-                "group_by": self.group_by}
+        options = {"root": self.url, "dataset": self.dataset, "frame_kind": self.frame_kind, "group_by": self.group_by}
+        if self.property_key:
+            options |= {"property_key": self.property_key, "property_per_atom": self.property_per_atom}
+        return options
 
     def work_units(self) -> list[WorkUnit]:
         """One unit per file; ASE databases split by row ranges when `rows_per_unit` is set."""
@@ -126,8 +133,16 @@ class AseFilesReader(StreamingCorpus):
         else:
             return BadRecord(system_id, source, "missing_field",
                              f"{source}: field {group_by!r} (option group_by) not in the record's info")
-        return record_from_atoms(atoms, source, system_id, dataset=dataset,
-                                 group_id=group_id, frame_kind=opts.get("frame_kind", self.frame_kind))
+        labels: dict[str, Any] = {}
+        key = opts.get("property_key")
+        if key:
+            if key not in meta:
+                return BadRecord(system_id, source, "missing_field",
+                                 f"{source}: property {key!r} (option property_key) not in the record (keys: {sorted(meta)})")
+            scale = len(atoms) if opts.get("property_per_atom") else 1
+            labels = {"energy": float(meta[key]) * scale, "forces": None, "stress": None}
+        return record_from_atoms(atoms, source, system_id, dataset=dataset, group_id=group_id,
+                                 frame_kind=opts.get("frame_kind", self.frame_kind), **labels)
 
 
 def record_from_atoms(atoms, source: str, system_id: str, **meta: Any) -> Structure | BadRecord:

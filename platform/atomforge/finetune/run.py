@@ -1,12 +1,17 @@
-"""One fine-tuning run (pretrained or from scratch) and the side-by-side comparison of both.
+"""One fine-tuning run (pretrained or from scratch) on the trainer, its evaluation, and the side-by-side comparison.
+
+A fine-tuning recipe is a `TrainConfig` (`atomforge.recipes.finetune`); `run_variant` points it at a
+pretrained model (or the same backbone from fresh weights), runs it with `training.launch.train`
+(in this process or on Ray Train, per `scaling.num_workers`, exactly as pretraining), then
+evaluates the selected weights on the validation and test rows in physical units.
 
 Output of a run (`<output>/<variant>/`, variant = "pretrained" | "scratch"):
-    checkpoint/        the best EMA weights in the checkpoint layout (`atomforge.artifacts.checkpoint`:
-                       state.pt, model.json, config.json with the fine-tuning config and metrics,
-                       tasks.json with each task's spec, force mode and how its linear reference was
-                       obtained): `jobs/export.py --checkpoint <output>/pretrained/checkpoint` exports it
+    best/              the selected (EMA) weights in the checkpoint layout, tasks.json with each task's
+                       spec, force mode and how its linear reference was obtained, config.json with the
+                       run config and the metrics: `jobs/export.py --checkpoint <output>/pretrained/best`
+    checkpoint_*/      the resumable training state; logs/ the trainer's metrics.jsonl and TensorBoard
     metrics.json       MAE / RMSE per split in meV, meV/atom, meV/Å; sizes, epochs, seconds
-    history.jsonl      one line per epoch (train loss, val metrics, lr)
+    history.jsonl      one line per validation (epoch): train loss and metrics, val metrics, lr
     test_predictions.npz   energy_pred/true (G,) eV, natoms (G,), forces_pred/true (N, 3) eV/Å
 `compare` also writes `<output>/comparison.json` and returns the printed table.
 """
@@ -14,20 +19,20 @@ Output of a run (`<output>/<variant>/`, variant = "pretrained" | "scratch"):
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import math
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from atomforge.artifacts import checkpoint as ckpt
-from atomforge.artifacts.pretrained import LEAST_SQUARES, Pretrained, reference_record, task_record
 from atomforge.artifacts.reference import load_model
-from atomforge.finetune.config import FinetuneConfig
-from atomforge.finetune.data import DownstreamData, load_downstream
-from atomforge.finetune.pretrained import downstream_model
-from atomforge.finetune.trainer import FinetuneResult, finetune
-from atomforge.training.config import to_jsonable
+from atomforge.finetune.evaluate import evaluate
+from atomforge.storage import filesystem
+from atomforge.training.config import TrainConfig, absolute_local_paths, with_model
+from atomforge.training.data import open_source, split_loader, task_splits
+from atomforge.training.launch import RunResult, train
 
 VARIANTS = ("pretrained", "scratch")
 SINGLE_RUN_NOTE = ("one run of one seed: differences of this size come and go with the seed; "
@@ -46,87 +51,111 @@ class RunSummary:
     seconds: float
     num_parameters: int
     output: str
+    optimizer_steps: int = 0
 
 
-def run_variant(config: FinetuneConfig, checkpoint: str | None, variant: str, log=print) -> RunSummary:
-    """Fine-tune from `checkpoint` ("pretrained") or the same architecture from a fresh init ("scratch")."""
+def variant_config(config: TrainConfig, checkpoint: str | None, variant: str) -> TrainConfig:
+    """`config` starting from `checkpoint` ("pretrained") or from fresh weights of the same backbone
+    ("scratch": the checkpoint's backbone when there is one, else the recipe's), under `<output>/<variant>`."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    source = load_model(checkpoint, config.use_ema_weights) if checkpoint else None
-    if source is None and config.backbone is None:
-        raise ValueError("no --checkpoint and no backbone in the recipe: nothing defines the architecture")
-    backbone = source.model.backbone_config if source is not None else config.backbone
-    cutoff = float(backbone.cutoff)
-    if config.target.cutoff is not None and config.target.cutoff != cutoff:
-        raise ValueError(f"target.cutoff {config.target.cutoff} Å differs from the backbone's {cutoff} Å: the graphs "
-                         "would hold other pairs than the model uses; leave target.cutoff unset (= the backbone's)")
-    data = load_downstream(config.data, config.target, cutoff)
-    log(f"[finetune {config.name}] {variant}: {data.sizes()} structures ({data.num_skipped} skipped), "
-        f"task {data.spec.name!r} cutoff {cutoff} Å, forces {config.target.forces}")
-    start_from = source if variant == "pretrained" else None
-    if variant == "pretrained" and source is None:
-        raise ValueError("variant 'pretrained' needs --checkpoint")
-    heads = sorted({head for entry in config.objective_entries() for head in entry.objective.heads})
-    model = downstream_model(start_from, backbone, data.spec, config.keep_pretrained_heads, config.seed, heads)
-    result = finetune(model, data, config, log)
-    out = Path(config.output) / variant
-    write_run(out, config, data, result, source, variant)
-    return RunSummary(variant, result.metrics, data.sizes(), result.best_epoch, len(result.history),
-                      round(result.seconds, 1), sum(p.numel() for p in model.parameters()), str(out))
+    output = f"{config.checkpoint.output.rstrip('/')}/{variant}"
+    config = replace(config, checkpoint=replace(config.checkpoint, output=output))
+    if variant == "pretrained":
+        if not checkpoint:
+            raise ValueError("variant 'pretrained' needs --checkpoint")
+        return absolute_local_paths(replace(config, init=replace(config.init, source=checkpoint)))
+    if checkpoint:
+        config = with_model(config, load_model(checkpoint).model.backbone_config)
+    if config.model is None:
+        raise ValueError("no --checkpoint and no model in the recipe: nothing defines the architecture")
+    return absolute_local_paths(replace(config, init=replace(config.init, source="")))
 
 
-def write_run(out: Path, config: FinetuneConfig, data: DownstreamData, result: FinetuneResult,
-              source: Pretrained | None, variant: str) -> None:
-    """Checkpoint (with task records), metrics, history and test predictions under `out`."""
+def run_variant(config: TrainConfig, checkpoint: str | None, variant: str, log=print) -> RunSummary:
+    """Fine-tune (`variant_config`), then evaluate the selected weights; writes the run's files."""
+    started = time.time()
+    result = train(variant_config(config, checkpoint, variant))
+    summary = evaluate_run(result, variant, time.time() - started)
+    log(f"[finetune {config.name}] {variant}: {summary.sizes} structures, best epoch {summary.best_epoch}/"
+        f"{summary.epochs}, test {summary.metrics['test']}")
+    return summary
+
+
+def evaluate_run(result: RunResult, variant: str, seconds: float) -> RunSummary:
+    """The run's selected weights on its first data task's val and test rows; metrics.json, history.jsonl,
+    test_predictions.npz, and the metrics recorded in best/config.json (what the model card shows)."""
+    config = result.config
+    out = config.checkpoint.output
+    selected = f"{out}/best" if config.early_stopping is not None else out
+    model = load_model(selected)
+    name, task = next(iter(config.data.tasks.items()))
+    source = open_source(task.dataset_name, task.url)
+    splits = task_splits(source, config.data, task)
+    forces = model.forces[name] if "forces" in (model.specs[name].labels or ("energy", "forces")) else None
+    index = model.model.tasks.index(name)
+    evaluations = {}
+    for split in ("val", "test"):
+        loader = split_loader(source, splits[split], model.specs[name], index, config.data)
+        evaluations[split] = evaluate(model.model, loader or [], forces, task.per_atom)
+    metrics = {split: e.metrics for split, e in evaluations.items()}
+    epoch = result.steps_per_epoch or 1
+    history = history_records(Path(out) / "logs" / "metrics.jsonl", epoch)
+    best_step = int(model.meta.get("best_step", config.max_steps))
+    summary = RunSummary(variant, metrics, {r: s.num_rows for r, s in splits.items()}, math.ceil(best_step / epoch),
+                         math.ceil(_last_step(history, config.max_steps) / epoch), round(seconds, 1),
+                         sum(p.numel() for p in model.model.parameters()), out, _last_step(history, config.max_steps))
+    write_outputs(Path(out), summary, history, evaluations["test"].arrays, selected)
+    return summary
+
+
+def history_records(metrics_jsonl: Path, steps_per_epoch: int) -> list[dict[str, Any]]:
+    """One record per validation: epoch, step, the train record of that step (loss, lr, objective metrics)
+    and the validation metrics, from the trainer's metrics.jsonl."""
+    if not metrics_jsonl.exists():
+        return []
+    records = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
+    train = {r["step"]: r for r in records if r["kind"] == "train"}
+    skip = ("kind", "step", "time", "loss", "lr", "structures_per_s")
+    history = []
+    for record in (r for r in records if r["kind"] == "val"):
+        step, row = record["step"], train.get(record["step"], {})
+        entry = {"epoch": step / steps_per_epoch, "step": step, "train_loss": row.get("loss"), "lr": row.get("lr")}
+        entry |= {f"train/{k}": v for k, v in row.items() if k not in skip and not k.startswith(("seen/", "share/", "expected/", "time/"))}
+        entry |= {k: v for k, v in record.items() if k.startswith("val/")}
+        if history and history[-1]["step"] == step:
+            history[-1].update(entry)
+        else:
+            history.append(entry)
+    return history
+
+
+def _last_step(history: list[dict[str, Any]], default: int) -> int:
+    return int(history[-1]["step"]) if history else default
+
+
+def write_outputs(out: Path, summary: RunSummary, history: list[dict], predictions: dict, selected: str) -> None:
+    """metrics.json, history.jsonl, test_predictions.npz under `out`; the metrics into `selected`/config.json."""
     out.mkdir(parents=True, exist_ok=True)
-    model, spec = result.model, data.spec
-    specs = {name: to_jsonable(s) for name, s in (source.specs.items() if source else [])}
-    specs[spec.name] = to_jsonable(spec)
-    meta: dict[str, Any] = {
-        **to_jsonable(config), "kind": "finetune", "variant": variant,
-        "task_specs": {t: specs[t] for t in model.tasks if t in specs},
-        "forces": {t: (config.target.forces if t == spec.name else (source.forces.get(t, "direct") if source else "direct"))
-                   for t in model.tasks},
-        "target": to_jsonable(config.target), "metrics": result.metrics,
-        "pretrained_from": source.source if source and variant == "pretrained" else None,
-        "pretraining": source.meta if source and variant == "pretrained" else None,
-    }
-    weights = model.state_dict()  # the best EMA weights when EMA is on: export them as the EMA copy
-    ema = {f"module.{k}": v for k, v in weights.items()} if config.optim.ema_decay > 0 else None
-    state = {"step": result.best_epoch, "model": weights, "ema": ema}
-    tasks = task_records(model.tasks, config, data, source, meta["forces"])
-    ckpt.write_checkpoint(out / "checkpoint", state, meta, model.config_dict(), tasks)
-    (out / "metrics.json").write_text(json.dumps({"variant": variant, "metrics": result.metrics,
-                                                  "best_epoch": result.best_epoch, "seconds": result.seconds}, indent=2))
-    (out / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in result.history))
-    np.savez(out / "test_predictions.npz", **result.predictions)
+    (out / "metrics.json").write_text(json.dumps({"variant": summary.variant, "metrics": summary.metrics,
+                                                  "best_epoch": summary.best_epoch, "epochs": summary.epochs,
+                                                  "sizes": summary.sizes, "seconds": summary.seconds}, indent=2))
+    (out / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    np.savez(out / "test_predictions.npz", **predictions)
+    fs, root = filesystem(selected)
+    if fs.exists(f"{root}/config.json"):
+        meta = json.loads(fs.cat_file(f"{root}/config.json"))
+        fs.pipe_file(f"{root}/config.json", json.dumps({**meta, "metrics": summary.metrics}, indent=2).encode())
 
 
-def task_records(tasks, config: FinetuneConfig, data: DownstreamData, source: Pretrained | None,
-                 forces: dict[str, str]) -> dict[str, dict]:
-    """Each task's record: the new task's linear reference was fitted on the train split
-    (`finetune.data.fit_statistics`), kept pretraining tasks' references come unchanged from the source."""
-    records = {}
-    for name in tasks:
-        if name != data.spec.name:
-            records[name] = task_record(source.specs[name], forces[name], reference_record("kept", **{"from": source.source}))
-            continue
-        mean = config.target.kind == "property" and config.target.pooling == "mean"
-        fitted = reference_record("fitted", fitted_on=f"{config.data.path} train split ({data.sizes()['train']} "
-                                  f"structures, split seed {config.data.seed})",
-                                  method="mean per atom of the train split" if mean else LEAST_SQUARES)
-        records[name] = task_record(data.spec, forces[name], fitted)
-    return records
-
-
-def compare(config: FinetuneConfig, checkpoint: str, log=print) -> tuple[str, dict[str, Any]]:
+def compare(config: TrainConfig, checkpoint: str, log=print) -> tuple[str, dict[str, Any]]:
     """Run pretrained and scratch with the same budget; (table text, JSON-able report) and comparison.json."""
     runs = {variant: run_variant(config, checkpoint, variant, log) for variant in VARIANTS}
     report = {"recipe": config.name, "checkpoint": checkpoint, "runs": {k: asdict(v) for k, v in runs.items()}}
     table = comparison_table(runs)
     report["table"] = table
-    Path(config.output).mkdir(parents=True, exist_ok=True)
-    (Path(config.output) / "comparison.json").write_text(json.dumps(report, indent=2))
+    Path(config.checkpoint.output).mkdir(parents=True, exist_ok=True)
+    (Path(config.checkpoint.output) / "comparison.json").write_text(json.dumps(report, indent=2))
     return table, report
 
 

@@ -6,6 +6,12 @@ energy mean/std per structure (eV) and the mean per atom (Σ residual / Σ atoms
 extensive reference); force RMS over all force components (eV/Å); how many structures carry each
 label (a label-free corpus has zeros, and its std / RMS are 0: nothing to normalise by); a
 histogram of atoms per structure. Keys match `TaskSpec.with_statistics`.
+
+The one fitter of the platform: preprocessing adds what it writes (`add` per structure, `add_batch`
+per StructureBatch), fine-tuning the Arrow rows of its training subset (`add_table`, columnar); all
+finalize the same way.
+`finalize(reference="mean_per_atom")` fits one shared per-atom value instead (E/N of an intensive
+property stored as N·p: every element gets the train mean per atom).
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pyarrow as pa
 
 from atomforge.schema import MAX_ATOMIC_NUMBER, Structure
 
 _DIM = MAX_ATOMIC_NUMBER + 1
+REFERENCE_FITS = ("least_squares", "mean_per_atom")
 _COUNTS = ("sum_y", "sum_y2", "num_energies", "sum_f2", "num_force_components", "num_with_forces", "num_with_stress")
 
 
@@ -81,6 +89,34 @@ class StatsAccumulator:
         self.sum_y2 += float(energy @ energy)
         self.num_energies += len(labelled)
 
+    def add_table(self, table: pa.Table) -> StatsAccumulator:
+        """Add shard rows (Arrow columns num_atoms, atomic_numbers, energy, forces, stress) at once.
+
+        The same sums as `add` on each row's structure, from the columns' value buffers."""
+        num_atoms = table.column("num_atoms").to_numpy().astype(np.int64)
+        z = _flat(table, "atomic_numbers").astype(np.int64)
+        row = np.repeat(np.arange(len(num_atoms)), num_atoms)
+        counts = np.zeros((len(num_atoms), _DIM))
+        np.add.at(counts, (row, z), 1.0)
+        energy = table.column("energy").to_numpy(zero_copy_only=False).astype(np.float64)
+        labelled = ~np.isnan(energy)
+        x, y = counts[labelled], energy[labelled]
+        self.xtx += x.T @ x
+        self.xty += x.T @ y
+        self.sum_x += x.sum(axis=0)
+        self.sum_y += float(y.sum())
+        self.sum_y2 += float((y * y).sum())
+        self.num_energies += int(labelled.sum())
+        forces = table.column("forces")
+        has_forces = ~np.asarray(forces.is_null().to_numpy(zero_copy_only=False))
+        values = _flat(table, "forces").astype(np.float64)  # the float32 values as stored
+        self.sum_f2 += float(np.square(values).sum())
+        self.num_force_components += int(values.size)
+        self.num_with_forces += int(has_forces.sum())
+        self.num_with_stress += int((~np.asarray(table.column("stress").is_null().to_numpy(zero_copy_only=False))).sum())
+        self.num_atoms_counts.update(Counter(num_atoms.tolist()))
+        return self
+
     def merge(self, other: StatsAccumulator) -> StatsAccumulator:
         for name in ("xtx", "xty", "sum_x"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -116,13 +152,18 @@ class StatsAccumulator:
         acc.num_atoms_counts = Counter({int(k): v for k, v in data["num_atoms_counts"].items()})
         return acc
 
-    def finalize(self) -> dict:
-        """The manifest's statistics block for this dataset."""
-        z = np.flatnonzero(self.sum_x)
+    def finalize(self, reference: str = "least_squares") -> dict:
+        """The manifest's statistics block for this dataset; `reference`: how e_Z is fitted (REFERENCE_FITS)."""
+        if reference not in REFERENCE_FITS:
+            raise ValueError(f"reference fit must be one of {REFERENCE_FITS}, got {reference!r}")
+        fit, z = reference, np.flatnonzero(self.sum_x)
         reference = np.zeros(0)
         mean = std = mean_per_atom = 0.0
         if self.num_energies:
-            reference = np.linalg.lstsq(self.xtx[np.ix_(z, z)], self.xty[z], rcond=None)[0]
+            if fit == "mean_per_atom":
+                reference = np.full(len(z), self.sum_y / self.sum_x.sum())
+            else:
+                reference = np.linalg.lstsq(self.xtx[np.ix_(z, z)], self.xty[z], rcond=None)[0]
             n = self.num_energies
             # Σr = Σy - wᵀΣx ; Σr² = Σy² - 2wᵀXᵀy + wᵀXᵀXw  (r = y - Xw)
             sum_r = self.sum_y - reference @ self.sum_x[z]
@@ -152,3 +193,10 @@ def merge_all(parts: list[dict[str, dict]]) -> dict[str, StatsAccumulator]:
         for dataset, data in part.items():
             merged.setdefault(dataset, StatsAccumulator()).merge(StatsAccumulator.from_json(data))
     return merged
+
+
+def _flat(table: pa.Table, name: str) -> np.ndarray:
+    """The concatenated values of a list column (null lists contribute nothing)."""
+    column = table.column(name)
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return column.flatten().to_numpy(zero_copy_only=False)

@@ -1,49 +1,102 @@
-"""Typed configuration of a pretraining run: one dataclass per concern, validated where built.
+"""Typed configuration of a training run (pretraining or fine-tuning): one dataclass per concern, validated where built.
 
-A recipe (`atomforge.recipes.jmp`) returns a whole `TrainConfig`; `apply_overrides` changes a few
-fields from `--set a.b=value` strings, with the value converted to the field's declared type and an
-error naming the path when a field does not exist. `to_jsonable` renders the resolved config that
-is written next to every output and inside every checkpoint.
+A recipe (`atomforge.recipes.jmp`, `atomforge.recipes.finetune`) returns a whole `TrainConfig`;
+`training.overrides.apply_overrides` changes a few fields from `--set a.b=value` strings. Pretraining
+and fine-tuning differ only in what they set: fine-tuning starts from a pretrained model (`init`),
+draws exact counts from its downstream shards (`TaskData.subset`), fits the task's statistics on
+its training rows (`TaskData.statistics`), counts its budget in epochs (`epochs`), uses JMP's
+layer-wise learning rates (`optim.layer_lr`) and stops early (`early_stopping`).
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import os
-import types
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from atomforge.objectives.mix import MixEntry
+from atomforge.pipeline.label_stats import REFERENCE_FITS
 from atomforge.tasks import TaskSpec
 
 AMP_MODES = ("none", "bf16", "fp16")
-FAULT_MODES = ("raise", "kill")
+BATCHINGS = ("mixed", "epochs")
+STATISTICS = ("manifest", "train", "pretrained")
+KINDS = ("pretraining", "finetune")
+
+# JMP fine-tuning (OBJECTIVES.md §1): embedding 0.3, the six GemNet-OC blocks 0.55 ... 0.625, heads 1.
+JMP_EMBEDDING_LR = 0.3
+JMP_BLOCK_LR = (0.55, 0.40, 0.30, 0.40, 0.55, 0.625)
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Exact structure counts drawn from one split of a task's shards, seeded (rMD17: 950 / 50 / rest).
+
+    A permutation seeded by `seed` of the `pool` split's rows gives num_train training rows, the next
+    num_val validation rows, then num_test (None: all the rest) test rows; disjoint by construction.
+    """
+
+    num_train: int
+    num_val: int
+    num_test: int | None = None
+    seed: int = 0
+    pool: str = "train"
+
+    def __post_init__(self) -> None:
+        for name in ("num_train", "num_val"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"subset.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_test is not None and self.num_test < 1:
+            raise ValueError(f"subset.num_test must be >= 1 or None, got {self.num_test}")
 
 
 @dataclass(frozen=True)
 class TaskData:
-    """One pretraining task: its spec (graph settings, normalisers, loss scales) and its shards.
+    """One task: its spec (graph settings, normalisers, loss scales), its shards and how they are used.
 
-    `url` is a shard dataset root (a manifest.json beside the shards), any fsspec URL.
+    `url` is a shard dataset root (a manifest.json beside the shards), any fsspec URL; `dataset` the
+    dataset name inside it (default: the task's name).
     `weight`: an explicit mixing weight; None = temperature sampling from the train-split size.
+    `subset`: exact seeded counts instead of the shards' own splits (fine-tuning sets).
+    `statistics`: where the normalisers and the linear reference come from: "manifest" (the shard
+    dataset's, fitted by the pipeline on all its rows), "train" (fitted on the training rows this run
+    uses, by `reference_fit`), "pretrained" (the init model's task of the same name, unchanged).
+    `per_atom`: the energy label is an intensive property stored as N·value (preprocessed with
+    `property_per_atom`): model selection and reports use the error per atom.
     """
 
     spec: TaskSpec
     url: str = ""
     weight: float | None = None
+    dataset: str = ""
+    subset: Subset | None = None
+    statistics: str = "manifest"
+    reference_fit: str = "least_squares"
+    per_atom: bool = False
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset or self.spec.name
 
     def __post_init__(self) -> None:
         if self.weight is not None and not self.weight > 0:
             raise ValueError(f"task {self.spec.name!r}: field 'weight' must be positive, got {self.weight}")
+        if self.statistics not in STATISTICS:
+            raise ValueError(f"task {self.spec.name!r}: statistics must be one of {STATISTICS}, got {self.statistics!r}")
+        if self.reference_fit not in REFERENCE_FITS:
+            raise ValueError(f"task {self.spec.name!r}: reference_fit must be one of {REFERENCE_FITS}, "
+                             f"got {self.reference_fit!r}")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Per-task streams and the mixer. Atom budgets are per micro-batch per worker."""
+    """Per-task streams and how batches are made. Atom budgets are per micro-batch per worker.
+
+    batching "mixed": the temperature mixer draws each structure's task (JMP), streams are endless;
+    "epochs" (one task): batches of consecutive rows that end at each epoch's end, so an epoch is
+    ceil(rows / max_structures) batches (fine-tuning's epochs).
+    """
 
     tasks: Mapping[str, TaskData] = field(default_factory=dict)
     temperature: float = 2.0  # JMP: p_t ∝ (N_t/ΣN)^(1/T)
@@ -51,10 +104,11 @@ class DataConfig:
     max_structures: int | None = None  # optional cap on structures per micro-batch
     chunk_rows: int = 512  # rows per shuffle unit (a slice of one shard file)
     shuffle_rows: int = 4096  # local shuffle window per worker (whole chunks, shuffled together)
-    val_max_structures: int = 256  # per task, over all workers; 0 disables validation
+    val_max_structures: int = 256  # per task, over all workers (a subset's val rows are all used); 0 disables
     num_workers: int = 0  # loader processes building batches ahead, per training worker (0: in the training process)
     train_split: str = "train"
     val_split: str = "val"
+    batching: str = "mixed"
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -64,14 +118,35 @@ class DataConfig:
                 raise ValueError(f"data.{name} must be positive, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.batching not in BATCHINGS:
+            raise ValueError(f"data.batching must be one of {BATCHINGS}, got {self.batching!r}")
+        if self.batching == "epochs" and len(self.tasks) > 1:
+            raise ValueError(f"data.batching 'epochs' reads one task, got {sorted(self.tasks)}; mix several tasks "
+                             "with data.batching='mixed'")
         for key, task in self.tasks.items():
             if key != task.spec.name:
                 raise ValueError(f"data.tasks[{key!r}] holds a spec named {task.spec.name!r}")
 
 
 @dataclass(frozen=True)
+class LayerLR:
+    """Learning-rate multipliers by depth (JMP fine-tuning): the embedding (and other backbone parts
+    outside the blocks), block i read off `blocks` at its relative depth, the heads."""
+
+    embedding: float = JMP_EMBEDDING_LR
+    blocks: tuple[float, ...] = JMP_BLOCK_LR
+    heads: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.blocks or min(self.blocks) <= 0 or self.embedding <= 0 or self.heads <= 0:
+            raise ValueError("optim.layer_lr: learning-rate multipliers must be positive")
+
+
+@dataclass(frozen=True)
 class OptimConfig:
-    """AdamW + linear warmup from `warmup_start_factor`·lr, then cosine to `min_lr_factor`·lr (JMP)."""
+    """AdamW + linear warmup from `warmup_start_factor`·lr, then cosine to `min_lr_factor`·lr (JMP).
+
+    layer_lr: per-depth multipliers of lr (None: one lr for every parameter)."""
 
     lr: float = 3e-4
     betas: tuple[float, float] = (0.9, 0.95)
@@ -82,6 +157,7 @@ class OptimConfig:
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     ema_decay: float = 0.99  # 0 disables the EMA copy
     grad_accum: int = 1  # micro-batches per optimizer step
+    layer_lr: LayerLR | None = None
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -94,7 +170,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ScalingConfig:
-    """Ray Train workers. num_workers=0 runs the loop in the driver (Ray Train local mode)."""
+    """Ray Train workers. num_workers=0 runs the trainer in the calling process (no Ray)."""
 
     num_workers: int = 2
     use_gpu: bool = False
@@ -107,6 +183,11 @@ class ScalingConfig:
             raise ValueError(f"scaling.amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.num_workers < 0:
             raise ValueError(f"scaling.num_workers must be >= 0, got {self.num_workers}")
+
+    @property
+    def world(self) -> int:
+        """Training processes: the Ray Train workers, or this process alone."""
+        return max(self.num_workers, 1)
 
 
 @dataclass(frozen=True)
@@ -127,36 +208,80 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
-class FaultConfig:
-    """Failure injection for recovery tests: fail once when reaching `at_step` (then never again)."""
+class InitConfig:
+    """Where the weights start: fresh (`source` empty) or a pretrained model (any model reference:
+    run directory, checkpoint, export folder, hub id; `atomforge.artifacts.reference`).
 
-    at_step: int | None = None
-    rank: int = -1  # -1 = the last rank
-    mode: str = "raise"  # raise an exception | kill the worker process (SIGKILL)
+    keep_heads: keep every pretrained task's energy/force heads (trained weights and statistics);
+    a data task named like a pretrained task then continues with its head. Otherwise only the data
+    tasks get (new) heads. The backbone always comes from the source; pretraining-only heads
+    (denoising, masking) are dropped, vector heads the objectives use start fresh.
+    """
+
+    source: str = ""
+    use_ema: bool = True
+    keep_heads: bool = False
+
+
+@dataclass(frozen=True)
+class EpochBudget:
+    """A budget in epochs of the (one) training task's rows, turned into steps once the data is known
+    (`training.budget.resolve_epochs`): max_steps, warmup, validation, logging and checkpoints."""
+
+    max_epochs: int
+    warmup_epochs: int = 1
+    val_every: int = 1  # epochs
+    checkpoint_every: int | None = None  # epochs; None = only at the end
 
     def __post_init__(self) -> None:
-        if self.mode not in FAULT_MODES:
-            raise ValueError(f"fault.mode must be one of {FAULT_MODES}, got {self.mode!r}")
+        if self.max_epochs < 1 or self.val_every < 1 or self.warmup_epochs < 0:
+            raise ValueError(f"epochs: need max_epochs >= 1, val_every >= 1, warmup_epochs >= 0, got {self}")
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Keep the weights with the best validation score; stop after `patience` validations without a
+    better one (None: never stop). The score of `task` (default: the first data task) weighs its clean
+    validation MAEs as its loss weighs the errors: λ_E·MAE_E/s_E + λ_F·MAE_F/s_F (the energy error
+    per atom for a `TaskData.per_atom` property)."""
+
+    patience: int | None = None
+    task: str = ""
+
+    def __post_init__(self) -> None:
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"early_stopping.patience must be >= 1 or None, got {self.patience}")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A whole pretraining run."""
+    """A whole training run: pretraining, or fine-tuning from `init.source`.
+
+    model: a backbone config dataclass (e.g. PaiNNConfig); with `init.source` the source's backbone
+    replaces it. validate_at_start: validate the starting weights before the first step (step 0).
+    kind: what the run is for (recorded in checkpoints and model cards; the trainer is the same).
+    """
 
     name: str
     data: DataConfig
-    model: Any  # a backbone config dataclass (e.g. atomforge.models.painn.PaiNNConfig)
+    model: Any
     objectives: Mapping[str, MixEntry]  # objective name -> entry (weight, probability, every)
     optim: OptimConfig = field(default_factory=OptimConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    fault: FaultConfig = field(default_factory=FaultConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    epochs: EpochBudget | None = None
+    early_stopping: EarlyStopping | None = None
     max_steps: int = 1000
     seed: int = 0
     log_every: int = 10
     val_every: int = 200
+    validate_at_start: bool = False
+    kind: str = "pretraining"
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.max_steps <= 0:
             raise ValueError(f"max_steps must be positive, got {self.max_steps}")
         if not self.objectives:
@@ -164,6 +289,13 @@ class TrainConfig:
         for key, entry in self.objectives.items():
             if key != entry.objective.name:
                 raise ValueError(f"objectives[{key!r}] holds objective {entry.objective.name!r}; key it by that name")
+        if self.epochs is not None and self.data.batching != "epochs":
+            raise ValueError("epochs: an epoch budget needs data.batching='epochs' (batches that end with each epoch)")
+        if self.early_stopping is not None and self.early_stopping.task and self.early_stopping.task not in self.data.tasks:
+            raise ValueError(f"early_stopping.task {self.early_stopping.task!r} is not a data task {sorted(self.data.tasks)}")
+        pretrained = [t for t, d in self.data.tasks.items() if d.statistics == "pretrained"]
+        if pretrained and not self.init.keep_heads:
+            raise ValueError(f"tasks {pretrained} keep the pretrained statistics, so their heads too: set init.keep_heads")
 
     def task_names(self) -> tuple[str, ...]:
         return tuple(self.data.tasks)
@@ -195,9 +327,16 @@ def check_cutoffs(config: TrainConfig) -> None:
                          f"see other pairs than the graphs hold; make them equal ({sets}, or change model.cutoff)")
 
 
-# ------------------------------------------------------------------ overrides
+def with_model(config: TrainConfig, model: Any) -> TrainConfig:
+    """`config` training `model` (a backbone config); tasks whose cutoff followed the old model's follow this one."""
+    old = float(config.model.cutoff) if config.model is not None else None
+    tasks = {name: replace(task, spec=replace(task.spec, cutoff=float(model.cutoff)))
+             if old is None or task.spec.cutoff == old else task for name, task in config.data.tasks.items()}
+    return replace(config, model=model, data=replace(config.data, tasks=tasks))
+
+
 def absolute_local_paths(config: TrainConfig) -> TrainConfig:
-    """The config with local data and output paths made absolute (URLs with a scheme are kept).
+    """The config with local data, output and init paths made absolute (URLs with a scheme and hub ids are kept).
 
     Ray Train workers do not run in the driver's working directory, so a relative path given on
     the command line or in a recipe must be resolved where it was written: in the driver.
@@ -207,101 +346,12 @@ def absolute_local_paths(config: TrainConfig) -> TrainConfig:
         return url if not url or "://" in url else os.path.abspath(url)
 
     tasks = {name: replace(task, url=resolve(task.url)) for name, task in config.data.tasks.items()}
+    source = config.init.source
+    if source and os.path.exists(source):
+        source = os.path.abspath(source)
     return replace(
         config,
         data=replace(config.data, tasks=tasks),
         checkpoint=replace(config.checkpoint, output=resolve(config.checkpoint.output)),
+        init=replace(config.init, source=source),
     )
-
-
-def apply_overrides(config: Any, assignments: Sequence[str]) -> Any:
-    """A copy of `config` with each `a.b.c=value` applied (dataclass fields, mapping keys).
-
-    The value is parsed as a Python literal when it is one (`3`, `0.1`, `(0.9, 0.95)`, `None`,
-    `True`) and converted to the field's declared type; anything else is a string.
-    """
-    for assignment in assignments:
-        path, sep, text = assignment.partition("=")
-        if not sep or not path:
-            raise ValueError(f"--set expects a.b=value, got {assignment!r}")
-        config = _set_path(config, path.strip().split("."), text.strip(), path.strip())
-    return config
-
-
-def _set_path(node: Any, keys: list[str], text: str, full: str) -> Any:
-    key, rest = keys[0], keys[1:]
-    if dataclasses.is_dataclass(node):
-        names = [f.name for f in dataclasses.fields(node)]
-        if key not in names:
-            raise ValueError(f"--set {full}: {type(node).__name__} has no field {key!r}; fields: {', '.join(names)}")
-        current = getattr(node, key)
-        if rest:
-            new = _set_path(current, rest, text, full)
-        else:
-            new = _convert(text, typing.get_type_hints(type(node))[key], current, full)
-        return dataclasses.replace(node, **{key: new})
-    if isinstance(node, Mapping):
-        if key not in node:
-            raise ValueError(f"--set {full}: no entry {key!r}; entries: {', '.join(map(str, node))}")
-        if not rest:
-            raise ValueError(f"--set {full}: set a field of entry {key!r}, not the entry itself")
-        return {**node, key: _set_path(node[key], rest, text, full)}
-    raise ValueError(f"--set {full}: {key!r} is inside a {type(node).__name__}, which has no fields")
-
-
-def _convert(text: str, annotation: Any, current: Any, full: str) -> Any:
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        value = text
-    allowed = _allowed_types(annotation)
-    if value is None:
-        if type(None) in allowed or annotation is Any:
-            return None
-        raise ValueError(f"--set {full}: field cannot be None")
-    if annotation is Any:
-        return value
-    for kind in allowed:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-        elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        elif kind is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        elif kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(text)
-        elif kind is tuple and isinstance(value, (tuple, list)):
-            return tuple(value)
-    names = ", ".join(getattr(k, "__name__", str(k)) for k in allowed)
-    raise ValueError(f"--set {full}: cannot use {text!r} as {names} (current value {current!r})")
-
-
-def _allowed_types(annotation: Any) -> tuple:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return tuple(t for arg in typing.get_args(annotation) for t in _allowed_types(arg))
-    if origin is not None:
-        return (origin,)
-    return (annotation,)
-
-
-# ------------------------------------------------------------------ serialisation
-def to_jsonable(value: Any) -> Any:
-    """The resolved config as JSON-able data; dataclasses carry their class path under `_type`."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out = {"_type": f"{type(value).__module__}.{type(value).__qualname__}"}
-        out.update({f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)})
-        return out
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if type(value).__module__.startswith("atomforge.") and hasattr(value, "__dict__"):
-        # Objectives and schedules: their class and public settings, so the run record says how it trained.
-        out = {"_type": f"{type(value).__module__}.{type(value).__qualname__}"}
-        out.update({k: to_jsonable(v) for k, v in vars(value).items() if not k.startswith("_")})
-        return out
-    return repr(value)

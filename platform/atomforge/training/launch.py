@@ -1,32 +1,43 @@
-"""Launching a run on Ray Train: the TorchTrainer, its storage, failure and scaling settings, from a TrainConfig."""
+"""Running a TrainConfig: checks in the driver, the resolved config, then the trainer in this process or on Ray Train.
+
+    result = train(config)            # scaling.num_workers == 0: in this process, no Ray
+                                      # else: a TorchTrainer on the connected Ray cluster
+Before anything starts, `prepare` opens every task's manifest (a wrong URL, a graph the model
+cannot use, a missing shard or a supervised objective on an unlabeled corpus fails here, naming the
+task and file), takes the backbone from the init model when fine-tuning, and turns an epoch budget
+into steps (`resolve_epochs`). The resolved config is what every worker runs and what
+`<output>/config.json` and every checkpoint record.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import warnings
-
-import ray.train
-from ray.train.torch import TorchConfig, TorchTrainer
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 from atomforge.artifacts.checkpoint import latest_checkpoint
+from atomforge.objectives import ObjectiveMix
 from atomforge.shards import open_shards
-from atomforge.storage import arrow_filesystem, filesystem
-from atomforge.training.config import TrainConfig, check_amp, check_cutoffs, to_jsonable
-from atomforge.training.data import open_source, resolve_spec
-from atomforge.training.loop import train_worker
-from atomforge.training.runtime import build_objective
+from atomforge.storage import filesystem
+from atomforge.training.build import build_trainer, data_specs, load_init
+from atomforge.training.checkpoints import RunDirectory
+from atomforge.training.config import TrainConfig, check_amp, check_cutoffs, with_model
+from atomforge.training.data import open_source, task_splits
+from atomforge.training.distributed import SingleProcess
+from atomforge.training.hooks import Hook
+from atomforge.training.overrides import to_jsonable
 
 
-def storage(output: str) -> tuple[str, str, object]:
-    """(storage_path, run name, pyarrow filesystem) for a run directory URL (local path or s3://...)."""
-    fs, root = filesystem(output)
-    parent, _, name = root.rstrip("/").rpartition("/")
-    if not name:
-        raise ValueError(f"checkpoint.output must name a run directory, got {output!r}")
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol in ("file", "local"):
-        return parent or ".", name, None
-    return parent, name, arrow_filesystem(fs)
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: its last metrics, the resolved config it ran and its steps per epoch (epoch budgets)."""
+
+    metrics: dict[str, Any]
+    config: TrainConfig
+    steps_per_epoch: int | None = None
 
 
 def check_output(config: TrainConfig, resume: bool) -> None:
@@ -44,58 +55,6 @@ def write_resolved_config(config: TrainConfig) -> None:
     fs.pipe_file(f"{root}/config.json", json.dumps(to_jsonable(config), indent=2).encode())
 
 
-def build_trainer(config: TrainConfig) -> TorchTrainer:
-    """A TorchTrainer running `train_worker` with the config's workers, storage and failure policy.
-
-    With the same output, Ray Train restores its checkpoint bookkeeping and hands the workers the
-    latest checkpoint (`ray.train.get_checkpoint()`); a failed worker group restarts from it (or
-    from the newest complete checkpoint in the run directory, see `loop.Worker._load_state`).
-    """
-    storage_path, name, storage_fs = storage(config.checkpoint.output)
-    scaling = config.scaling
-    return TorchTrainer(
-        train_worker,
-        train_loop_config={"config": config},
-        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-            resources_per_worker={"CPU": scaling.cpus_per_worker} | ({"GPU": 1} if scaling.use_gpu else {}),
-        ),
-        run_config=ray.train.RunConfig(
-            name=name, storage_path=storage_path, storage_filesystem=storage_fs,
-            failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.checkpoint.num_to_keep),
-        ),
-    )
-
-
-def check_data(config: TrainConfig, verify: bool = False) -> list[str]:
-    """Open every task's manifest in the driver, so a wrong URL, a graph the model cannot use, a
-    supervised objective on an unlabeled corpus or a missing shard fails before any worker starts.
-
-    Every shard a task reads must exist with its listed size (`verify`: and its sha256); errors name
-    the task and the file. Returns (and emits as warnings) what the run will silently do without,
-    e.g. a stress term no task feeds.
-    """
-    check_amp(config)
-    check_cutoffs(config)
-    specs = {}
-    for name, task in config.data.tasks.items():
-        try:
-            source = open_source(name, task.url)
-            shard_set = open_shards(task.url)
-        except (ValueError, OSError) as error:
-            raise ValueError(f"task {name!r}: {error}") from error
-        if source.num_rows(config.data.train_split) == 0:
-            raise ValueError(f"task {name!r}: {task.url} has no {config.data.train_split!r} rows")
-        check_shards(name, task.url, shard_set, source, verify)
-        specs[name] = resolve_spec(task.spec, source)
-    notes = build_objective(config.objectives).check_labels(specs)
-    for note in notes:
-        warnings.warn(note, stacklevel=2)
-    return notes
-
-
 def check_shards(name: str, url: str, shard_set, source, verify: bool) -> None:
     """ValueError naming the task and up to three shards that are missing, resized or (verify) altered."""
     shards = [s for split in source.files for s in shard_set.shards(split, "parquet", name)]
@@ -107,12 +66,80 @@ def check_shards(name: str, url: str, shard_set, source, verify: bool) -> None:
                          f"{'; '.join(problems[:3])}: rerun the preprocessing into a fresh output")
 
 
-def train(config: TrainConfig, resume: bool = False, verify_data: bool = False):
-    """Run `config` to completion on the connected Ray cluster; returns Ray Train's Result.
+def prepare(config: TrainConfig, verify: bool = False) -> tuple[TrainConfig, list[str], dict[str, int]]:
+    """(the resolved config, what the run will do without, training rows per task); raises on bad data.
 
-    `verify_data`: check every shard's sha256 before starting (reads all the data once).
+    Every shard a task reads must exist with its listed size (`verify`: and its sha256); errors name
+    the task and the file. Notes (also emitted as warnings) say what the run silently lacks, e.g. a
+    stress term no task feeds.
     """
-    check_data(config, verify_data)
+    pretrained = load_init(config)
+    if pretrained is not None:
+        config = with_model(config, pretrained.model.backbone_config)
+    check_amp(config)
+    check_cutoffs(config)
+    sources, splits = {}, {}
+    for name, task in config.data.tasks.items():
+        try:
+            sources[name] = open_source(task.dataset_name, task.url)
+            shard_set = open_shards(task.url)
+        except (ValueError, OSError) as error:
+            raise ValueError(f"task {name!r}: {error}") from error
+        if sources[name].num_rows(task.subset.pool if task.subset else config.data.train_split) == 0:
+            raise ValueError(f"task {name!r}: {task.url} has no {config.data.train_split!r} rows")
+        check_shards(task.dataset_name, task.url, shard_set, sources[name], verify)
+        splits[name] = task_splits(sources[name], config.data, task)
+    specs = data_specs(config, sources, splits, pretrained)
+    notes = ObjectiveMix(list(config.objectives.values())).check_labels(specs)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    rows = {name: split["train"].num_rows for name, split in splits.items()}
+    return resolve_epochs(config, rows), notes, rows
+
+
+def check_data(config: TrainConfig, verify: bool = False) -> list[str]:
+    """`prepare`'s checks alone: the notes, or the error naming the task and file."""
+    return prepare(config, verify)[1]
+
+
+def steps_per_epoch(config: TrainConfig, num_rows: int) -> int:
+    """Optimizer steps in one epoch of `num_rows` training rows: ceil(rows / (world · max_structures · grad_accum)).
+
+    Exact with one worker when `data.max_structures` (not the atom budget) ends the batches; with
+    several workers each takes its own chunks of rows, so a worker's epoch may be a batch longer."""
+    if config.data.max_structures is None:
+        raise ValueError("epochs: an epoch budget needs data.max_structures (the batch size in structures)")
+    per_step = config.scaling.world * config.data.max_structures * config.optim.grad_accum
+    return max(1, math.ceil(num_rows / per_step))
+
+
+def resolve_epochs(config: TrainConfig, rows: dict[str, int]) -> TrainConfig:
+    """`config` with its epoch budget (if any) as steps: max_steps, warmup, validation, logging, checkpoints."""
+    budget = config.epochs
+    if budget is None:
+        return config
+    epoch = steps_per_epoch(config, rows[next(iter(config.data.tasks))])
+    every = budget.checkpoint_every or budget.max_epochs
+    return replace(config, max_steps=budget.max_epochs * epoch, val_every=budget.val_every * epoch, log_every=epoch,
+                   optim=replace(config.optim, warmup_steps=budget.warmup_epochs * epoch),
+                   checkpoint=replace(config.checkpoint, every_steps=every * epoch))
+
+
+def train(config: TrainConfig, resume: bool = False, verify_data: bool = False, hooks: Sequence[Hook] = ()) -> RunResult:
+    """Run `config` to completion: in this process (scaling.num_workers 0) or on the connected Ray cluster.
+
+    `verify_data`: check every shard's sha256 before starting (reads all the data once). `hooks` run in
+    every worker after the config's own (e.g. a test's fault injection; picklable for Ray workers).
+    """
+    config, _, rows = prepare(config, verify_data)
     check_output(config, resume)
     write_resolved_config(config)
-    return build_trainer(config).fit()
+    if config.scaling.num_workers == 0:
+        sink = RunDirectory(config.checkpoint.output, config.checkpoint.num_to_keep)
+        metrics = build_trainer(config, SingleProcess(), sink, hooks).fit()
+    else:
+        from atomforge.training.ray_train import fit
+
+        metrics = fit(config, hooks)
+    epoch = steps_per_epoch(config, rows[next(iter(config.data.tasks))]) if config.epochs else None
+    return RunResult(dict(metrics), config, epoch)

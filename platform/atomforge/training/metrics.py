@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -55,6 +56,15 @@ class MetricsLogger:
         self.jsonl.close()
         self.tb.close()
         self.sync()
+
+
+def log_dirs(output: str) -> tuple[Path, str | None]:
+    """(local folder for a run's logs, remote output to copy them to or None) for a run directory URL."""
+    fs, root = filesystem(output)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        return Path(root) / "logs", None
+    return Path(tempfile.mkdtemp(prefix="atomforge-logs-")), output
 
 
 def progress_line(step: int, total: int, metrics: Mapping[str, float], kind: str = "train") -> str:

@@ -16,8 +16,9 @@ step's loss is exactly the mean over all of them.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
+
+from atomforge.training.distributed import Distributed
 
 
 def micro_batch_weight(num_structures: int) -> float:
@@ -26,8 +27,8 @@ def micro_batch_weight(num_structures: int) -> float:
 
 
 @torch.no_grad()
-def reduce_step(model: nn.Module, loss_sum: float, num_structures: int, world: int) -> tuple[float, int]:
-    """Sum gradients, loss sums and counts over `world` ranks; gradients become the per-structure mean.
+def reduce_step(model: nn.Module, loss_sum: float, num_structures: int, dist: Distributed) -> tuple[float, int]:
+    """Sum gradients, loss sums and counts over the ranks of `dist`; gradients become the per-structure mean.
 
     Before: each parameter's .grad holds Σ_m n_m ∇L_m of this rank (see `micro_batch_weight`) and
     loss_sum = Σ_m n_m L_m over num_structures = Σ_m n_m. After: .grad = Σ_ranks Σ_m n_m ∇L_m / N on
@@ -37,7 +38,7 @@ def reduce_step(model: nn.Module, loss_sum: float, num_structures: int, world: i
     params = [p for p in model.parameters() if p.requires_grad]
     device = params[0].device if params else torch.device("cpu")
     totals = torch.tensor([loss_sum, float(num_structures)], dtype=torch.float64, device=device)  # NCCL: on the device
-    if world > 1:
+    if dist.world > 1:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat)

@@ -6,7 +6,7 @@ They depend on the weights only, so the same weights give the same validation er
 objective mix, its gates or its noise (DeNS corrupts some batches; a corrupted batch used to report
 no MAE but still count in the divisor). Every validation structure with a label counts once:
 energy MAE over structures with an energy (eV), force MAE over force components of free atoms
-with force labels (eV/Å). The mix's loss per structure (`loss`) and its objectives' own metrics are
+with force labels (eV/Å), and the energy MAE per atom (eV/atom). The mix's loss per structure (`loss`) and its objectives' own metrics are
 reported too, as the same quantity as the training loss (see `training.reduction`).
 
 Sums are keyed `<task>/<name>` so ranks merge them by addition; `validation_metrics` divides.
@@ -20,7 +20,7 @@ import torch
 
 from atomforge.objectives import ObjectiveContext, ObjectiveMix
 
-_ERRORS = ("energy", "force")
+_ERRORS = ("energy", "energy_per_atom", "force")
 
 
 def clean_error_sums(model, batch, task_names: Sequence[str], forces: str) -> dict[str, float]:
@@ -40,6 +40,8 @@ def clean_error_sums(model, batch, task_names: Sequence[str], forces: str) -> di
             force_err = (out.forces[atoms] - batch.forces[atoms].to(out.forces.dtype)).abs()
             sums[f"{name}/energy_abs"] = float(energy_err.sum())
             sums[f"{name}/energy_count"] = float(energy_err.numel())
+            sums[f"{name}/energy_per_atom_abs"] = float((energy_err / batch.natoms[graphs]).sum())
+            sums[f"{name}/energy_per_atom_count"] = float(energy_err.numel())
             sums[f"{name}/force_abs"] = float(force_err.sum())
             sums[f"{name}/force_count"] = float(force_err.numel())
     return sums
@@ -75,7 +77,8 @@ def merge(parts: Sequence[Mapping[str, float]]) -> dict[str, float]:
 
 
 def validation_metrics(sums: Mapping[str, float]) -> dict[str, float]:
-    """`val/<task>/energy_mae` (eV), `val/<task>/force_mae` (eV/Å) where labels exist, `val/<task>/loss`
+    """`val/<task>/energy_mae` (eV), `energy_per_atom_mae` (eV/atom), `val/<task>/force_mae` (eV/Å) where
+    labels exist, `val/<task>/loss`
     and `val/<task>/<objective>/<metric>` per structure."""
     metrics: dict[str, float] = {}
     for key, total in sums.items():

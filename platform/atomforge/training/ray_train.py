@@ -1,0 +1,114 @@
+"""The thin Ray Train layer: a TorchTrainer whose workers each build and fit one `Trainer`.
+
+Ray Train owns what only it can: placing `scaling.num_workers` workers, the gloo / NCCL process
+group (`training.distributed.TorchDistributed` wraps it), restarting a failed worker group
+(`scaling.max_failures`) and persisting reported checkpoints under the run directory. Everything
+else is the trainer's. A restarted group resumes from `ray.train.get_checkpoint()`, or from the
+newest complete checkpoint in the run directory (a group that fails right after a report can
+restart before the controller registered that checkpoint: the run directory is the truth).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import torch
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from atomforge.artifacts import checkpoint as ckpt
+from atomforge.storage import arrow_filesystem, filesystem
+from atomforge.training.build import build_trainer
+from atomforge.training.checkpoints import Writer, latest_state
+from atomforge.training.config import TrainConfig
+from atomforge.training.distributed import TorchDistributed
+from atomforge.training.hooks import Hook
+
+
+class RayTrainSink:
+    """Checkpoints reported to Ray Train (every rank reports; rank 0 with the folder), found again on restart."""
+
+    def __init__(self, output: str):
+        self.output = output
+
+    def save(self, name: str, write: Writer | None, metrics: Mapping[str, float]) -> None:
+        if write is None:
+            ray.train.report(dict(metrics), checkpoint=None)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            write(Path(tmp))
+            ray.train.report(dict(metrics), checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+
+    def latest_state(self) -> dict[str, Any] | None:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as directory:
+                return ckpt.read_state(directory)
+        return latest_state(self.output)
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """`train_loop_per_worker`: {"config": TrainConfig (resolved), "hooks": [Hook, ...]}."""
+    config: TrainConfig = loop_config["config"]
+    device = ray.train.torch.get_device() if config.scaling.use_gpu else torch.device("cpu")
+    trainer = build_trainer(config, TorchDistributed(), RayTrainSink(config.checkpoint.output),
+                            loop_config.get("hooks", ()), device)
+    trainer.fit()
+
+
+def connect(address: str | None, platform_path: str, pythonpath: str | None = None) -> None:
+    """Connect to the Ray cluster at `address` (a `ray job submit` sets RAY_ADDRESS; the image or the
+    job's runtime_env provides atomforge there), or start a local Ray whose workers import atomforge
+    from `platform_path` (this checkout). Nothing happens when Ray is already initialised."""
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address)
+        return
+    path = os.pathsep.join(filter(None, [platform_path, pythonpath]))
+    ray.init(runtime_env={"env_vars": {"PYTHONPATH": path}})
+
+
+def storage(output: str) -> tuple[str, str, object]:
+    """(storage_path, run name, pyarrow filesystem) for a run directory URL (local path or s3://...)."""
+    fs, root = filesystem(output)
+    parent, _, name = root.rstrip("/").rpartition("/")
+    if not name:
+        raise ValueError(f"checkpoint.output must name a run directory, got {output!r}")
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        return parent or ".", name, None
+    return parent, name, arrow_filesystem(fs)
+
+
+def torch_trainer(config: TrainConfig, hooks: Sequence[Hook] = ()) -> TorchTrainer:
+    """A TorchTrainer running `train_worker` with the config's workers, storage and failure policy."""
+    storage_path, name, storage_fs = storage(config.checkpoint.output)
+    scaling = config.scaling
+    return TorchTrainer(
+        train_worker,
+        train_loop_config={"config": config, "hooks": list(hooks)},
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker} | ({"GPU": 1} if scaling.use_gpu else {}),
+        ),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=storage_path, storage_filesystem=storage_fs,
+            failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.checkpoint.num_to_keep),
+        ),
+    )
+
+
+def fit(config: TrainConfig, hooks: Sequence[Hook] = ()) -> dict[str, Any]:
+    """Run `config` on the connected Ray cluster; the last reported metrics."""
+    result = torch_trainer(config, hooks).fit()
+    return dict(result.metrics or {})
