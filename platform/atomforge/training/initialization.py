@@ -59,3 +59,29 @@ def _transferable(key: str, kept: set[str]) -> bool:
         return True
     match = _HEAD.match(key)
     return bool(match) and match.group(2) in kept
+
+
+
+def scale_factors_unfitted(model: torch.nn.Module) -> bool:
+    """True when the backbone has GemNet-OC scale factors and every one still holds its initial 1.0.
+
+    A factor fitted once (in this run, or in the pretraining run whose weights the model starts from)
+    holds another value; the buffers travel in every checkpoint and export, so resumed and fine-tuned
+    runs keep them and never refit."""
+    from atomforge.models.gemnet_oc.layers import ScaleFactor
+
+    factors = [m.scale for m in model.modules() if isinstance(m, ScaleFactor)]
+    return bool(factors) and all(float(scale) == 1.0 for scale in factors)
+
+
+def fit_scales(model: torch.nn.Module, batch) -> dict[str, float]:
+    """Fit the backbone's scale factors on `batch` (`models.gemnet_oc.scaling.fit_scale_factors`: one
+    forward pass, in eval mode); name -> factor. The trainer fits on one rank and broadcasts."""
+    from atomforge.models.gemnet_oc.scaling import fit_scale_factors
+
+    training = model.training
+    model.eval()
+    try:
+        return fit_scale_factors(model, batch)
+    finally:
+        model.train(training)

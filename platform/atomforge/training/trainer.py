@@ -30,6 +30,7 @@ import torch
 from atomforge.artifacts import checkpoint as ckpt
 from atomforge.objectives import ObjectiveContext, ObjectiveMix
 from atomforge.tasks import TaskSpec
+from atomforge.training import initialization
 from atomforge.training.checkpoints import RunDirectory, write_weights
 from atomforge.training.config import TrainConfig
 from atomforge.training.distributed import Distributed, SingleProcess
@@ -87,7 +88,7 @@ class Trainer:
         self.task_names = tuple(parts.specs)  # = model.tasks
         self.seen = dict.fromkeys(self.task_names, 0)  # structures trained on, per task
         self.step, self.stop_reason = 0, None
-        self.batches = None
+        self.batches, self.pending = None, None  # pending: a batch drawn before step 1 (the scale-factor fit)
         self.window: dict[str, list[float]] = {}
         self.last: dict[str, float] = {}
         self.logger = MetricsLogger(*log_dirs(config.checkpoint.output), config.max_steps) if self.rank == 0 else None
@@ -97,13 +98,14 @@ class Trainer:
     # ------------------------------------------------------------------ main loop
     def fit(self) -> dict[str, float]:
         """Restore the newest checkpoint (if any), train, checkpoint; the last logged metrics."""
-        self._broadcast_parameters()  # every rank starts from rank 0's weights
-        self.restore()
+        resumed = self.restore()
+        self.batches, self.pending = iter(self.parts.train_loader), None
+        if not resumed:
+            self._initialize()
         for hook in self.hooks:
             hook.on_start(self)
         if self.config.validate_at_start and self.step == 0:
             self.last.update(self.validate())
-        self.batches = iter(self.parts.train_loader)
         started, structures = time.time(), 0
         try:
             while self.step < self.config.max_steps and self.stop_reason is None:
@@ -152,7 +154,7 @@ class Trainer:
         num_structures, loss_sum, waited = 0, 0.0, 0.0
         for micro in range(accum):
             started = time.perf_counter()
-            batch = next(self.batches)  # micro-batch `micro` of this step (the planner's seeding)
+            batch = self._next_batch()  # micro-batch `micro` of this step (the planner's seeding)
             waited += time.perf_counter() - started
             for index, count in enumerate(torch.bincount(batch.task, minlength=len(self.task_names)).tolist()):
                 self.seen[self.task_names[index]] += count
@@ -275,11 +277,11 @@ class Trainer:
         meta = {**to_jsonable(self.config), **self.parts.meta, **(extra or {})}
         ckpt.write_checkpoint(folder, state, meta, self.model.config_dict(), dict(self.parts.records))
 
-    def restore(self) -> None:
-        """Continue from the sink's newest checkpoint, if any (a restart or --resume)."""
+    def restore(self) -> bool:
+        """Continue from the sink's newest checkpoint, if any (a restart or --resume); True when one was found."""
         state = self.sink.latest_state()
         if state is None:
-            return
+            return False
         self.model.load_state_dict(state["model"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
@@ -297,6 +299,7 @@ class Trainer:
             self.seen.update(planner["samples_seen"])
         if self.logger is not None:
             print(f"resumed from step {self.step}", flush=True)
+        return True
 
     def _restore_loader(self, state: Mapping[str, Any]) -> None:
         loader = self.parts.train_loader
@@ -318,15 +321,29 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp)
 
-    def _broadcast_parameters(self) -> None:
-        if self.world == 1:
-            return
+    def _initialize(self) -> None:
+        """A fresh run's starting weights, identical on every rank: GemNet-OC scale factors fitted on
+        rank 0's first micro-batch where none are fitted yet (a fresh backbone; pretrained weights
+        carry theirs), then rank 0's parameters and buffers broadcast, then the EMA copy taken."""
+        fit = initialization.scale_factors_unfitted(self.model)  # the same on every rank (same weights)
+        if fit and self.rank == 0:
+            self.pending = next(self.batches)  # still trained on: it is the first micro-batch of step 1
+            fitted = initialization.fit_scales(self.model, batch_to(self.pending, self.device))
+            print(f"fitted {len(fitted)} scale factors on the first batch ({self.pending.num_graphs} structures)",
+                  flush=True)
         with torch.no_grad():
-            for tensor in list(self.model.parameters()) + list(self.model.buffers()):
-                self.dist.broadcast(tensor.data, src=0)
-            if self.ema is not None:  # the EMA copy was made from this rank's weights before the broadcast
+            if self.world > 1:
+                for tensor in list(self.model.parameters()) + list(self.model.buffers()):
+                    self.dist.broadcast(tensor.data, src=0)
+            if self.ema is not None:  # the EMA copy was made before the broadcast and the fit
                 for tensor, source in zip(self.ema.module.state_dict().values(), self.model.state_dict().values()):
                     tensor.copy_(source)
+
+    def _next_batch(self):
+        if self.pending is not None:
+            batch, self.pending = self.pending, None
+            return batch
+        return next(self.batches)
 
 
 def step_seed(*parts: int) -> int:

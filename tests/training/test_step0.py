@@ -12,7 +12,7 @@ from atomforge.recipes.jmp import with_data
 from atomforge.training.launch import train
 from atomforge.training.overrides import apply_overrides
 
-from ..training.helpers import tiny_config
+from .helpers import tiny_config
 
 METRICS = ("val/ani1x/energy_mae", "val/ani1x/energy_per_atom_mae", "val/ani1x/force_mae", "val/ani1x/loss")
 
