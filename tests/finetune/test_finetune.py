@@ -187,3 +187,29 @@ def test_finetuning_with_an_auxiliary_objective(quick_config, pretrain_run, reci
     best = Path(summary.output) / "best"
     assert json.loads((best / "tasks.json").read_text())["rmd17"]["forces"] == "gradient"
     assert name in json.loads((best / "config.json").read_text())["objectives"]
+
+
+def val_records(output: Path) -> dict[int, dict]:
+    lines = (output / "logs" / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r for r in map(json.loads, lines) if r["kind"] == "val" and "val/rmd17/loss" in r}
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_two_gloo_workers_fine_tune_on_the_same_trainer(ray_cluster, quick_config, pretrain_run, tmp_path):
+    """The recipe on Ray Train (2 gloo workers): each worker validates half the rows and the merged step-0
+    validation is the one-process validation; the run selects and exports its best weights as in-process."""
+    from atomforge.artifacts.checkpoint import latest_checkpoint, read_state
+
+    config = dataclasses.replace(quick_config, epochs=dataclasses.replace(quick_config.epochs, max_epochs=2))
+    one = run_variant(config, str(pretrain_run), "pretrained", log=lambda line: None)
+    two_config = dataclasses.replace(config, scaling=dataclasses.replace(config.scaling, num_workers=2),
+                                     checkpoint=dataclasses.replace(config.checkpoint, output=str(tmp_path / "two")))
+    two = run_variant(two_config, str(pretrain_run), "pretrained", log=lambda line: None)
+    state = read_state(latest_checkpoint(two.output))
+    assert state["world_size"] == 2 and len(state["mixers"]) == 2 and state["step"] == two.optimizer_steps
+    expected, got = val_records(Path(one.output))[0], val_records(Path(two.output))[0]
+    for name in ("val/rmd17/energy_mae", "val/rmd17/force_mae", "val/rmd17/loss"):
+        assert got[name] == pytest.approx(expected[name], rel=1e-6), name  # float32 sums in another order
+    assert two.sizes == one.sizes and (Path(two.output) / "best" / "tasks.json").exists()
+    assert all(np.isfinite(v) for v in two.metrics["test"].values())
