@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
+
 from atomforge.artifacts.checkpoint import latest_checkpoint
 from atomforge.objectives import ObjectiveMix
 from atomforge.shards import open_shards
@@ -125,6 +127,16 @@ def resolve_epochs(config: TrainConfig, rows: dict[str, int]) -> TrainConfig:
                    checkpoint=replace(config.checkpoint, every_steps=every * epoch))
 
 
+def process_device(config: TrainConfig) -> torch.device:
+    """The device of a run in this process alone (no Ray): the current CUDA device when
+    `scaling.use_gpu` (ValueError when torch sees none), else the CPU."""
+    if not config.scaling.use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError("scaling.use_gpu is set but torch sees no CUDA device")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
 def train(config: TrainConfig, resume: bool = False, verify_data: bool = False, hooks: Sequence[Hook] = ()) -> RunResult:
     """Run `config` to completion: in this process (scaling.num_workers 0) or on the connected Ray cluster.
 
@@ -136,7 +148,7 @@ def train(config: TrainConfig, resume: bool = False, verify_data: bool = False, 
     write_resolved_config(config)
     if config.scaling.num_workers == 0:
         sink = RunDirectory(config.checkpoint.output, config.checkpoint.num_to_keep)
-        metrics = build_trainer(config, SingleProcess(), sink, hooks).fit()
+        metrics = build_trainer(config, SingleProcess(), sink, hooks, process_device(config)).fit()
     else:
         from atomforge.training.ray_train import fit
 
