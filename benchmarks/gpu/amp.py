@@ -1,8 +1,8 @@
 """Part 1: every debug objective mix trains on the device in fp32, bf16 and fp16 with the training loop itself.
 
 Mixes (the debug_cpu setup: tiny PaiNN, the four demo tasks, 192 atoms per micro-batch): JMP,
-JMP + DeNS, SCD, coordinate denoising, H-masking. Each runs `Worker(config, process_session(config))
-.run()`, the loop a Ray worker runs (autocast, GradScaler, generators on the device, the shard
+JMP + DeNS, SCD, coordinate denoising, H-masking. Each runs `build_trainer(config,
+device=process_device(config)).fit()`, the trainer every Ray worker runs (autocast, GradScaler, generators on the device, the shard
 loader with pinned memory, EMA, the checkpoint at the end), for 30 steps (3 at tiny sizes), and
 its per-step loss and gradient norm are read back from the run's logs/metrics.jsonl.
 
@@ -59,11 +59,12 @@ def mixes() -> dict:
 def train(recipe, setup: Setup, output: Path, precision: str, steps: int) -> dict:
     """Run the loop; per-step losses, gradient norms and step times, and the final GradScaler scale."""
     from atomforge.artifacts.checkpoint import latest_checkpoint, read_state
-    from atomforge.training.loop import Worker, process_session
+    from atomforge.training.build import build_trainer
+    from atomforge.training.launch import process_device
 
     amp = "none" if precision == "fp32" else precision
     config = train_config(recipe, setup.shards, output, setup.device, amp, steps, "log_every=1")
-    Worker(config, process_session(config)).run()
+    build_trainer(config, device=process_device(config)).fit()
     records = [json.loads(line) for line in (output / "logs" / "metrics.jsonl").read_text().splitlines()]
     train_records = sorted((r for r in records if r["kind"] == "train"), key=lambda r: r["step"])
     scaler = read_state(Path(latest_checkpoint(str(output))))["scaler"]

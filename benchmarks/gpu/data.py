@@ -38,7 +38,7 @@ def train_config(recipe, shards: dict[str, str], output: Path, device: str, amp:
     The checkpoint interval is the run's length, so a run writes one checkpoint, at its end.
     """
     from atomforge.recipes.jmp import with_data
-    from atomforge.training.config import apply_overrides
+    from atomforge.training.overrides import apply_overrides
 
     return apply_overrides(with_data(recipe(), shards), [
         "scaling.num_workers=0", f"scaling.use_gpu={device == 'cuda'}", f"scaling.amp={amp}",

@@ -3,7 +3,7 @@
 The debug_cpu tasks (the four demo datasets through the temperature mixer) with PaiNN-small at
 jmp_s's atom budget (1,024 atoms per micro-batch, bf16): the model of the loader's cores-per-GPU
 estimate in docs/training.md (2-4 builder cores per H200 for an assumed 2,000-5,000 structures/s).
-Each setting runs `Worker.run()` in one process (loader batches pinned on CUDA, copied with
+Each setting runs `Trainer.fit()` in one process (loader batches pinned on CUDA, copied with
 non_blocking) and reads per-step `time/data_s` (waiting for the next batch) and `time/step_s` from
 the run's metrics.jsonl; the first steps (worker start-up, CUDA warm-up) are left out. At tiny
 sizes: PaiNN-tiny, debug_cpu's 192 atoms, fp32, num_workers 0 and 2.
@@ -38,18 +38,19 @@ def config_for(setup: Setup, output: Path, num_workers: int, steps: int):
 
 
 def measure(setup: Setup, output: Path, num_workers: int, steps: int) -> dict:
-    from atomforge.training.loop import Worker, process_session
+    from atomforge.training.build import build_trainer
+    from atomforge.training.launch import process_device
 
     config = config_for(setup, output, num_workers, steps)
-    worker = Worker(config, process_session(config))
-    worker.run()
+    trainer = build_trainer(config, device=process_device(config))
+    trainer.fit()
     records = sorted((json.loads(line) for line in (output / "logs" / "metrics.jsonl").read_text().splitlines()),
                      key=lambda r: r["step"])
     steady = [r for r in records if r["kind"] == "train" and r["step"] > min(WARMUP, steps - 2)]
     step_s = [r["time/step_s"] for r in steady]
     data_s = [r["time/data_s"] for r in steady]
     seen = [sum(v for k, v in r.items() if k.startswith("seen/")) for r in steady]
-    return {"num_workers": num_workers, "pinned": pinned(worker.loader) if setup.cuda else False, "steps": len(steady),
+    return {"num_workers": num_workers, "pinned": pinned(trainer.parts.train_loader) if setup.cuda else False, "steps": len(steady),
             "steps_per_s": len(steady) / sum(step_s), "structures_per_s": (seen[-1] - seen[0]) / sum(step_s[1:]),
             "data_wait_share": sum(data_s) / sum(step_s), "data_ms": 1000 * statistics.mean(data_s),
             "step_ms_median": 1000 * statistics.median(step_s)}

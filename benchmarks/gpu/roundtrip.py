@@ -1,7 +1,7 @@
 """Part 5: a model trained on the device, exported, loaded in a CPU-only process: same weights, same predictions.
 
 A short run (debug_cpu on the demo shards, bf16 on CUDA) writes its checkpoint as a GPU run does
-(`Worker._save`: CUDA tensors saved, read back with map_location="cpu"); `load_model` + `export`
+(`Trainer.save`: CUDA tensors saved, read back with map_location="cpu"); `load_model` + `export`
 write the export folder; a child process with CUDA_VISIBLE_DEVICES="" (a machine without a GPU)
 loads it with `load_pretrained` and predicts every task's first structures through the ASE
 calculator. Checks: the export's safetensors equal the checkpoint's EMA weights bit for bit; the
@@ -82,7 +82,8 @@ def run(setup: Setup, record: Recorder) -> None:
     from atomforge.artifacts.export import export
     from atomforge.artifacts.reference import load_model
     from atomforge.recipes.jmp import debug_cpu
-    from atomforge.training.loop import Worker, process_session
+    from atomforge.training.build import build_trainer
+    from atomforge.training.launch import process_device
 
     if not record.fits("train-export-load", 20.0):
         return
@@ -90,7 +91,7 @@ def run(setup: Setup, record: Recorder) -> None:
         run_dir, export_dir = setup.work / "export" / "run", setup.work / "export" / "export"
         config = train_config(debug_cpu, setup.shards, run_dir, setup.device, "bf16" if setup.cuda else "none",
                               2 if setup.tiny else STEPS)
-        Worker(config, process_session(config)).run()
+        build_trainer(config, device=process_device(config)).fit()
         export(load_model(str(run_dir)), str(export_dir))
         case.metrics["weights_identical"] = same_weights(export_dir, run_dir)
         on_device = predictions(str(run_dir), dict(setup.shards), setup.device)

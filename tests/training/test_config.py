@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -88,11 +87,10 @@ def test_stored_graphs_must_cover_the_task_graph(tiny_shards):
         resolve_spec(TaskSpec("oc20", 5.0, 40), source)
 
 
-def test_finetuning_target_cutoff_must_be_the_backbone_cutoff(tmp_path):
-    config = dataclasses.replace(rmd17_debug(), output=str(tmp_path),
-                                 target=dataclasses.replace(rmd17_debug().target, cutoff=6.0))
-    with pytest.raises(ValueError, match="target.cutoff 6.0 Å differs from the backbone's 5.0 Å"):
-        run_variant(config, None, "scratch")
+def test_finetuning_task_cutoff_must_be_the_backbone_cutoff(tmp_path):
+    config = apply_overrides(rmd17_debug(), [f"checkpoint.output={tmp_path}", "data.tasks.rmd17.spec.cutoff=6.0"])
+    with pytest.raises(ValueError, match=r"model cutoff 5.0 Å differs from the graph cutoff of tasks \{'rmd17': 6.0\}"):
+        run_variant(config, None, "scratch")  # refused before any data is opened
 
 
 def test_fp16_needs_a_gpu_whatever_the_override_order():

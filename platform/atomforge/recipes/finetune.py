@@ -17,9 +17,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 
+from atomforge.datasets import task_spec
 from atomforge.models.painn import PaiNNConfig
 from atomforge.objectives import DeNS, JMPSupervised, MixEntry, NoisyNodes
-from atomforge.tasks import JMP_TASKS, TaskSpec
+from atomforge.tasks import TaskSpec
 from atomforge.training.config import (
     CheckpointConfig,
     DataConfig,
@@ -156,7 +157,7 @@ def continue_task(task: str, url: str = "") -> TrainConfig:
     budget. With the pretraining run's data settings, its validation at step 0 is the pretrained model's
     validation, exactly (tests/finetune/test_step0.py)."""
     base = rmd17_debug()
-    data = DataConfig(tasks={task: TaskData(dataclasses.replace(JMP_TASKS.get(task, TaskSpec(task)), cutoff=base.model.cutoff),
+    data = DataConfig(tasks={task: TaskData(dataclasses.replace(task_spec(task), cutoff=base.model.cutoff),
                                             url, statistics="pretrained")}, max_atoms=192, chunk_rows=16,
                       shuffle_rows=64, val_max_structures=256)
     return TrainConfig(name=f"continue_{task}", kind="finetune", data=data, model=base.model,

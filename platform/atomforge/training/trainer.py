@@ -83,7 +83,10 @@ class Trainer:
         self.device = torch.device(device)
         self.model, self.objective, self.ema = parts.model, parts.objective, parts.ema
         self.optimizer, self.scheduler = parts.optimizer, parts.scheduler
-        self.amp = AMP_DTYPES.get(config.scaling.amp) if self.device.type == "cuda" else None
+        self.amp = AMP_DTYPES.get(config.scaling.amp)  # bf16 autocasts on the CPU too; fp16 needs CUDA
+        if self.amp is torch.float16 and self.device.type != "cuda":
+            raise ValueError(f"scaling.amp=fp16 needs a CUDA device (its GradScaler is CUDA's); {self.device} has "
+                             "none: use scaling.amp=bf16 or none")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp is torch.float16)
         self.task_names = tuple(parts.specs)  # = model.tasks
         self.seen = dict.fromkeys(self.task_names, 0)  # structures trained on, per task
