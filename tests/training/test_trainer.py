@@ -49,7 +49,7 @@ def test_two_ranks_keep_identical_weights_and_log_the_global_per_structure_loss(
         ctx = trainers[rank].context(0, 0, training=True)
         ctx.step = 0
         loss = ObjectiveMix(list(config.objectives.values()), parts.model).run(parts.model, batch, ctx).loss
-        sums, count = sums + float(loss) * batch.num_graphs, count + batch.num_graphs
+        sums, count = sums + float(loss.detach()) * batch.num_graphs, count + batch.num_graphs
     assert train_losses(tmp_path / "run")[1] == pytest.approx(sums / count, rel=1e-6)
 
 
