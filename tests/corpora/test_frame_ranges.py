@@ -1,4 +1,4 @@
-"""Byte-range work units: every frame in exactly one range, whatever the split; splitting only when too few files."""
+"""Byte-range work units: every frame in exactly one range, whatever the split; the plan from file sizes alone."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 from atomforge.corpora.base import WorkUnit
 from atomforge.corpora.extxyz_columns import frame_index
 from atomforge.corpora.frame_ranges import (
-    MIN_RANGE_BYTES,
+    UNIT_BYTES,
     byte_ranges,
     frames_in_range,
-    split_units,
+    split_file,
     unit_range,
 )
 
@@ -51,21 +51,19 @@ def unit(name: str, **options) -> WorkUnit:
     return WorkUnit("oc20", f"/data/{name}.extxyz", 0, None, {"root": "/data", **options})
 
 
-def test_one_big_file_is_split_for_the_workers_and_the_plan_is_stable():
-    units = [unit("0")]
-    sizes = {"/data/0.extxyz": 35_000_000}
-    plan = split_units(units, 2, lambda u: sizes[u.path])
-    assert len(plan) == 8  # 4 per worker
-    assert [unit_range(u) for u in plan] == byte_ranges(35_000_000, 8)
-    assert len({u.key for u in plan}) == 8
-    assert [u.key for u in split_units(units, 2, lambda u: sizes[u.path])] == [u.key for u in plan]
+def test_a_big_file_is_cut_into_equal_ranges_from_its_size_alone():
+    plan = split_file(unit("0"), 35_000_000)  # a 5,000-frame OC20 file
+    assert len(plan) == 9 == -(-35_000_000 // UNIT_BYTES)
+    assert [unit_range(u) for u in plan] == byte_ranges(35_000_000, 9)
+    assert len({u.key for u in plan}) == 9
+    assert [u.key for u in split_file(unit("0"), 35_000_000)] == [u.key for u in plan]  # stable
 
 
-def test_many_files_small_files_and_compressed_files_stay_whole():
-    many = [unit(str(i)) for i in range(8)]
-    assert split_units(many, 2, lambda u: 35_000_000) == many
-    small = [unit("s")]
-    assert split_units(small, 2, lambda u: MIN_RANGE_BYTES) == small  # one range would be under the minimum
-    assert split_units([unit("x")], 2, lambda u: None) == [unit("x")]
-    mixed = split_units([unit("a"), unit("b")], 2, lambda u: None if u.path.endswith("a.extxyz") else 40_000_000)
-    assert mixed[0] == unit("a") and len(mixed) == 8 and unit_range(mixed[1]) is not None
+def test_a_file_that_fits_one_unit_stays_whole_and_a_range_is_not_cut_again():
+    assert split_file(unit("s"), UNIT_BYTES) == [unit("s")]
+    assert split_file(unit("e"), 0) == [unit("e")]
+    assert len(split_file(unit("t"), UNIT_BYTES + 1)) == 2
+    with pytest.raises(ValueError, match="already holds"):
+        split_file(split_file(unit("t"), UNIT_BYTES + 1)[0], 10)
+    with pytest.raises(ValueError, match="unit_bytes"):
+        split_file(unit("t"), 10, unit_bytes=0)

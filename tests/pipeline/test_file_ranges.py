@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from atomforge.corpora import frame_ranges, read_corpus
+from atomforge.corpora import read_corpus
 from atomforge.pipeline import PipelineConfig, run_pipeline
 from atomforge.shards import open_shards
 
@@ -19,10 +19,12 @@ def oc20_pair(tmp_path_factory):
     return folder / "0.extxyz"
 
 
-def build(pair, output, num_workers: int) -> dict:
+def build(pair, output, num_workers: int, unit_bytes: int | None = None, backend: str = "local") -> dict:
+    """The pair preprocessed at 6 Å / K=20 into shards of 5; `unit_bytes` None: the reader's default."""
+    options = {} if unit_bytes is None else {"unit_bytes": unit_bytes}
     config = PipelineConfig.for_corpus("oc20", str(pair), str(output), num_workers=num_workers, shard_size=5,
-                                       cutoff=6.0, max_neighbors=20)
-    return run_pipeline(config, read_corpus("oc20", str(pair)), backend="local")
+                                       cutoff=6.0, max_neighbors=20, reader_options=options)
+    return run_pipeline(config, read_corpus("oc20", str(pair), **options), backend=backend)
 
 
 def rows_by_id(output) -> dict:
@@ -31,10 +33,9 @@ def rows_by_id(output) -> dict:
 
 
 @pytest.mark.slow
-def test_ranges_write_every_frame_once_with_the_same_values(oc20_pair, tmp_path, monkeypatch):
-    whole = build(oc20_pair, tmp_path / "whole", 1)  # a ~50 KB file: below the 1 MiB minimum, one unit
-    monkeypatch.setattr(frame_ranges, "MIN_RANGE_BYTES", 2_000)  # small enough that this file splits
-    split = build(oc20_pair, tmp_path / "split", 3)
+def test_ranges_write_every_frame_once_with_the_same_values(oc20_pair, tmp_path):
+    whole = build(oc20_pair, tmp_path / "whole", 1)  # a ~50 KB file: below the 4 MiB default, one unit
+    split = build(oc20_pair, tmp_path / "split", 3, unit_bytes=2_000)  # small enough that this file splits
     num_frames = len(open(str(oc20_pair).replace(".extxyz", ".txt")).read().splitlines())
     assert whole["counts"]["written"] == split["counts"]["written"] == num_frames
     assert split["counts"]["read"] == num_frames and split["counts"]["quarantined"] == 0
@@ -44,5 +45,30 @@ def test_ranges_write_every_frame_once_with_the_same_values(oc20_pair, tmp_path,
     assert a.keys() == b.keys() and len(a) == num_frames
     for sid, row in a.items():
         assert row == b[sid], sid
-    again = build(oc20_pair, tmp_path / "again", 3)  # same plan, same bytes
+    again = build(oc20_pair, tmp_path / "again", 3, unit_bytes=2_000)  # same plan, same bytes
     assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in split["shards"]]
+
+
+def shard_rows(output) -> list[tuple[str, list]]:
+    """(shard path, its rows in stored order) in the manifest's shard order."""
+    import pyarrow.parquet as pq
+
+    manifest = open_shards(str(output)).manifest
+    return [(s["path"], pq.read_table(f"{output}/{s['path']}").to_pylist()) for s in manifest["shards"]]
+
+
+def test_the_plan_and_the_rows_do_not_depend_on_the_worker_count(oc20_pair, tmp_path):
+    """Same shards (names, bytes), same rows in the same order: 1 worker, 2 workers, and 2 on Ray."""
+    one = build(oc20_pair, tmp_path / "one", 1, unit_bytes=8_000)
+    two = build(oc20_pair, tmp_path / "two", 2, unit_bytes=8_000)
+    assert len(one["shards"]) > 3  # several units, each with its own parts
+    assert [(s["path"], s["sha256"]) for s in one["shards"]] == [(s["path"], s["sha256"]) for s in two["shards"]]
+    assert shard_rows(tmp_path / "one") == shard_rows(tmp_path / "two")
+
+
+@pytest.mark.ray
+def test_two_ray_workers_publish_the_rows_of_one_local_worker(oc20_pair, ray_cluster, tmp_path):
+    one = build(oc20_pair, tmp_path / "one", 1, unit_bytes=8_000)
+    on_ray = build(oc20_pair, tmp_path / "ray", 2, unit_bytes=8_000, backend="ray")
+    assert [(s["path"], s["sha256"]) for s in one["shards"]] == [(s["path"], s["sha256"]) for s in on_ray["shards"]]
+    assert shard_rows(tmp_path / "one") == shard_rows(tmp_path / "ray")

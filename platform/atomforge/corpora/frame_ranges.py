@@ -7,22 +7,21 @@ the range holding its count line's first byte. Every frame of a file is therefor
 range, whatever the split, and a unit's key (which holds the range) names the same frames on
 every run: resumable and deterministic.
 
-Units are split only when a corpus has fewer files than the workers can use (`split_units`):
-at corpus scale (OC20 S2EF-All: ~27,000 files of ~5,000 frames) every file stays one unit and
-one shard set, and a single 5,000-frame file still spreads over every worker.
+The plan is a function of the inputs only (file sizes and the reader's `unit_bytes`), never of
+how many workers run it: a file above `unit_bytes` is cut into ceil(size / unit_bytes) equal
+ranges. So a dataset's shards, ids and row order are the same on 1 worker or 128, and a run
+resumed with another worker count resumes rather than recomputes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
 
 from atomforge.corpora.base import WorkUnit
 
-UNITS_PER_WORKER = 4  # enough units that the slowest worker waits for at most ~1/4 of a unit
-MIN_RANGE_BYTES = 1 << 20  # ~150 OC20 frames: below this a unit's fixed costs dominate
+UNIT_BYTES = 4 << 20  # ~600 OC20 frames: a 5,000-frame file (35 MB) spreads over 9 units, fixed costs stay small
 RANGE_OPTION = "byte_range"  # WorkUnit.options key holding [start, stop)
 
 
@@ -42,29 +41,19 @@ def frames_in_range(frame_offsets: np.ndarray, byte_range: tuple[int, int] | Non
     return int(np.searchsorted(frame_offsets, start)), int(np.searchsorted(frame_offsets, stop))
 
 
-def split_units(units: list[WorkUnit], num_workers: int, size_of: Callable[[WorkUnit], int | None]) -> list[WorkUnit]:
-    """Units with the largest splittable files cut into byte ranges until there are enough for the workers.
+def split_file(unit: WorkUnit, size: int, unit_bytes: int = UNIT_BYTES) -> list[WorkUnit]:
+    """`unit` cut into ceil(size / unit_bytes) equal byte ranges (itself alone when it fits in one).
 
-    `size_of(unit)` is the file's size in bytes, or None when the unit cannot be split (compressed,
-    already a range, not a text format). Order is kept: a split file's ranges replace it in place.
+    `size` is the file's size in bytes; the ranges replace the unit in place, in file order.
     """
-    target = UNITS_PER_WORKER * num_workers
-    if len(units) >= target:
-        return units
-    sizes = [size_of(unit) if RANGE_OPTION not in unit.options else None for unit in units]
-    splittable = sum(1 for s in sizes if s)
-    if not splittable:
-        return units
-    parts_each = -(-(target - (len(units) - splittable)) // splittable)  # ceil: ranges per split file
-    out = []
-    for unit, size in zip(units, sizes):
-        parts = min(parts_each, max(1, (size or 0) // MIN_RANGE_BYTES))
-        if not size or parts < 2:
-            out.append(unit)
-            continue
-        for byte_range in byte_ranges(size, parts):
-            out.append(replace(unit, options={**unit.options, RANGE_OPTION: list(byte_range)}))
-    return out
+    if unit_bytes < 1:
+        raise ValueError(f"unit_bytes must be >= 1, got {unit_bytes}")
+    if RANGE_OPTION in unit.options:
+        raise ValueError(f"{unit.path}: unit already holds the byte range {unit.options[RANGE_OPTION]}")
+    parts = -(-size // unit_bytes)  # ceil
+    if parts < 2:
+        return [unit]
+    return [replace(unit, options={**unit.options, RANGE_OPTION: list(r)}) for r in byte_ranges(size, parts)]
 
 
 def unit_range(unit: WorkUnit) -> tuple[int, int] | None:

@@ -41,15 +41,32 @@ CHUNK_FRAMES = 256  # frames parsed into one StructureBatch (bounded memory, eno
 class OC20Reader(OpenCatalystReader):
     """OC20 S2EF frames under `url` (a pair's extxyz, a folder of pairs, LMDBs; local or fsspec).
 
-    Options as `OpenCatalystReader`; `frame_kind="md"` for the MD / rattled extras.
+    Options as `OpenCatalystReader`, plus `unit_bytes`: a local, uncompressed extxyz above it is
+    read as ceil(size / unit_bytes) byte-range units (default `frame_ranges.UNIT_BYTES`, 4 MiB).
+    `frame_kind="md"` for the MD / rattled extras.
     """
 
     name = "oc20"
     energy_convention = "referenced"
 
+    def __init__(self, url: str, frame_kind: str = "relax", trust_pickle: bool = False,
+                 records_per_unit: int = 10_000, unit_bytes: int = frame_ranges.UNIT_BYTES,
+                 storage_options: dict | None = None) -> None:
+        super().__init__(url, frame_kind, trust_pickle, records_per_unit, storage_options)
+        if unit_bytes < 1:
+            raise ValueError(f"option 'unit_bytes' must be >= 1, got {unit_bytes}")
+        self.unit_bytes = unit_bytes
+
     def work_units(self) -> list[WorkUnit]:
-        """One unit per extxyz/txt pair; LMDBs split into record ranges."""
-        return self.file_units(EXTXYZ_SUFFIXES, {"root": self.url, "frame_kind": self.frame_kind})
+        """One unit per extxyz/txt pair, big local ones cut into byte ranges; LMDBs split into record ranges.
+
+        The plan depends on file sizes and options only, never on how many workers run it.
+        """
+        units = []
+        for unit in self.file_units(EXTXYZ_SUFFIXES, {"root": self.url, "frame_kind": self.frame_kind}):
+            size = self.splittable_size(unit)
+            units += [unit] if size is None else frame_ranges.split_file(unit, size, self.unit_bytes)
+        return units
 
     def source_paths(self) -> list[str]:
         """extxyz files with their paired txt files, and LMDBs."""
@@ -61,7 +78,7 @@ class OC20Reader(OpenCatalystReader):
         return paths
 
     def splittable_size(self, unit: WorkUnit) -> int | None:
-        """Bytes of a local, uncompressed extxyz (the executor may cut it into byte ranges), else None."""
+        """Bytes of a local, uncompressed extxyz (it may be cut into byte ranges), else None."""
         if sources.base_suffix(unit.path) not in EXTXYZ_SUFFIXES or not sources.is_local(unit.path) \
                 or sources.strip_compression(unit.path) != unit.path:
             return None

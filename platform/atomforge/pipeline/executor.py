@@ -33,7 +33,6 @@ from functools import partial
 import numpy as np
 
 from atomforge.corpora.base import BadRecord, WorkUnit
-from atomforge.corpora.frame_ranges import split_units
 from atomforge.pipeline import columnar, duplicates, provenance
 from atomforge.pipeline import manifest as manifest_mod
 from atomforge.pipeline.config import SPLITS, PipelineConfig
@@ -294,8 +293,7 @@ def run_pipeline(config: PipelineConfig, reader, storage_options: dict | None = 
     fs, root = filesystem(config.output_url, storage_options)
     sources = provenance.with_checksums(fs, f"{root}/_work", current, input_storage_options)
     layout = Layout(root, provenance.version(config.fingerprint, sources))
-    # Too few files for the workers: the big ones are cut into byte ranges (frame_ranges.py)
-    units = split_units(reader.work_units(), config.num_workers, getattr(reader, "splittable_size", lambda u: None))
+    units = reader.work_units()  # a function of the inputs only: the same plan for any num_workers
     check_unique(units)
     if on_plan is not None:
         on_plan(len(units))
