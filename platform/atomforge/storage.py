@@ -93,6 +93,25 @@ def write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     retry(put, f"write {path}")
 
 
+def write_file(fs: fsspec.AbstractFileSystem, local: str, path: str) -> None:
+    """Copy the local file `local` to `path` (whole object, streamed, not held in memory), retried."""
+
+    def put() -> None:
+        size = os.path.getsize(local)
+        if not _is_object_store(fs):  # copy aside, then rename, as write_bytes does
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            partial = f"{path}.partial-{os.getpid()}"
+            fs.put_file(local, partial)
+            fs.mv(partial, path)
+            return
+        fs.put_file(local, path)
+        fs.invalidate_cache(path)
+        if fs.size(path) != size:
+            raise ConnectionError(f"short write of {path}")
+
+    retry(put, f"write {path}")
+
+
 def read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
     """The whole object at `path`, retried on transient errors."""
     return retry(lambda: fs.cat_file(path), f"read {path}")

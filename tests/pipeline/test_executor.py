@@ -197,3 +197,22 @@ def test_units_differing_only_in_options_are_distinct_and_repeats_are_refused(tm
     check_unique([a, b])
     with pytest.raises(ValueError, match="identical"):
         check_unique([a, b, WorkUnit("transition1x", "f.h5", 0, 1, {"split": "train"})])
+
+
+def test_unit_markers_hold_quarantine_counts_not_records(demo_dir, tmp_path):
+    """The driver loads every unit marker, so they hold counts per reason, never one entry per record:
+    its memory grows with work units, not with quarantined structures (the table streams from per-unit files)."""
+    import pyarrow.parquet as pq
+
+    path = str(demo_dir / "ani1x" / "ani1x-demo.h5")
+    options = {"level": "wb97x_tz", "groups_per_unit": 2}  # the demo's TZ labels are NaN: every conformer is bad
+    config = PipelineConfig.for_corpus("ani1x", path, str(tmp_path / "out"), reader_options=options)
+    manifest = run_pipeline(config, read_corpus("ani1x", path, **options), backend="local", allow_empty=True)
+    table = pq.read_table(tmp_path / "out" / manifest["quarantine"]["path"]).to_pylist()
+    counts = manifest["counts"]
+    assert counts["written"] == 0 and counts["quarantined"] == counts["read"] == len(table) > 10
+    assert manifest["quarantine"]["counts"] == {"nan_label": len(table)}
+    markers = list((tmp_path / "out" / "_work").rglob("units/*.json"))
+    assert len(markers) > 1
+    text = "".join(m.read_text() for m in markers)
+    assert not [row["system_id"] for row in table if f'"{row["system_id"]}"' in text]

@@ -6,6 +6,7 @@ Output layout under the output root (any fsspec URL):
     _work/v-<version>/parts/<unit>/<split>-<part>.json        a part's shards are complete
     _work/v-<version>/units/<unit>.json                       a whole work unit is complete
     _work/v-<version>/ids/<unit>.jsonl                        the unit's written ids, sorted (duplicates.py)
+    _work/v-<version>/quarantine/<unit>.parquet               the unit's quarantined records
     _work/sources-<stamps>.json                               the sources' sha256, once per set of stamps
     manifest.json                                             written last: publishes the shards
 
@@ -82,6 +83,9 @@ class Layout:
 
     def unit_ids(self, uid: str) -> str:
         return f"{self.root}/_work/{self.version}/ids/{uid}.jsonl"
+
+    def unit_quarantine(self, uid: str) -> str:
+        return f"{self.root}/_work/{self.version}/quarantine/{uid}.parquet"
 
     @property
     def manifest(self) -> str:
@@ -195,8 +199,22 @@ def process_unit(reader, unit: WorkUnit, config: PipelineConfig, storage_options
         if len(buffers[split]):
             yield flush(split)
     duplicates.write_ids(fs, layout.unit_ids(uid), written_ids)
-    _dump_json(fs, layout.unit_marker(uid), {"unit": unit.key, "num_read": num_read, "quarantine": quarantine,
-                                             "parts": parts})
+    records = quarantine + [q for part in parts for q in part["quarantine"]]
+    write_bytes(fs, layout.unit_quarantine(uid), manifest_mod.quarantine_parquet(records))
+    _dump_json(fs, layout.unit_marker(uid), unit_marker(unit, num_read, records, parts))
+
+
+def unit_marker(unit: WorkUnit, num_read: int, records: list[dict], parts: list[dict]) -> dict:
+    """A finished unit as the driver loads it: counts per quarantine reason, never one entry per record.
+
+    The records themselves are in the unit's quarantine file; `uncounted_sources` lists files
+    unreadable as a whole (a few per unit at most), `first_detail` says what the first record was.
+    """
+    return {"unit": unit.key, "num_read": num_read,
+            "quarantine": {"count": len(records), "reasons": dict(Counter(q["reason"] for q in records)),
+                           "uncounted_sources": sorted({q["source"] for q in records if q.get("uncounted")}),
+                           "first_detail": records[0]["detail"] if records else None},
+            "parts": [{k: v for k, v in part.items() if k != "quarantine"} for part in parts]}
 
 
 def _process_batch(batch, reader, units: list[WorkUnit], config: PipelineConfig, storage_options, version: str):
@@ -307,6 +325,7 @@ def run_pipeline(config: PipelineConfig, reader, storage_options: dict | None = 
     duplicates.remove(fs, root, markers, pairs)
     previous = {"version": published.get("version"), "changed_sources": changes} if published is not None else None
     return manifest_mod.publish(fs, layout, config, reader, markers, sources,
+                                [layout.unit_quarantine(unit_id(unit)) for unit in units],
                                 duplicates.quarantine_records(pairs, [u.path for u in units]), previous)
 
 
@@ -314,12 +333,12 @@ def _check_not_empty(config: PipelineConfig, markers: list[dict], allow_empty: b
     """EmptyDatasetError naming what was quarantined when no row would be published."""
     if allow_empty or any(part["num_rows"] for marker in markers for part in marker["parts"]):
         return
-    quarantine = [q for m in markers for q in m["quarantine"]] + [
-        q for m in markers for p in m["parts"] for q in p["quarantine"]]
-    reasons = Counter(q["reason"] for q in quarantine)
+    reasons = Counter()
+    for marker in markers:
+        reasons.update(marker["quarantine"]["reasons"])
     summary = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items())) or "nothing"
-    first = f"; first: {quarantine[0]['detail']}" if quarantine else ""
+    first = next((m["quarantine"]["first_detail"] for m in markers if m["quarantine"]["first_detail"]), None)
     raise EmptyDatasetError(
         f"{config.input_url}: no structure to publish ({sum(m['num_read'] for m in markers)} read; "
-        f"quarantined: {summary}{first}). Fix the input, or pass --allow-empty (allow_empty=True) "
-        "to publish an empty dataset")
+        f"quarantined: {summary}{f'; first: {first}' if first else ''}). Fix the input, or pass --allow-empty "
+        "(allow_empty=True) to publish an empty dataset")
