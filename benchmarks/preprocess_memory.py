@@ -57,12 +57,12 @@ def peak_rss_mb(script: Path, args: list[str]) -> tuple[float, float, dict]:
 
 
 def corpus_of(work: Path, frames, txt, num_frames: int, per_file: int) -> Path:
-    folder = work / f"corpus-{num_frames}"
+    folder = work / f"corpus-{num_frames}-{per_file}"
     if not folder.exists():
         for index, start in enumerate(range(0, num_frames, per_file)):
             count = min(per_file, num_frames - start)
-            # distinct sids per file: offset the relaxations' sids by the file index
-            shifted = [f"random{int(line.split(',')[0][6:]) + 100_000_000 * index},{line.split(',', 1)[1]}"
+            # distinct sids per file: write_pair offsets each cycled copy by 10^7, so files are 10^9 apart
+            shifted = [f"random{int(line.split(',')[0][6:]) + 1_000_000_000 * index},{line.split(',', 1)[1]}"
                        for line in txt]
             write_pair(folder / f"{index}", frames, shifted, count)
     return folder
