@@ -1,4 +1,4 @@
-"""Pipeline stages, each a small callable over records: read -> validate -> split -> graph.
+"""Pipeline stages, each a small callable over records: read -> validate -> split (graphing: columnar.py).
 
 A record is a `Structure` or a `BadRecord`; every stage passes `BadRecord`s through untouched so
 the executor can quarantine them with the stage's reason, and counts reconcile
@@ -8,15 +8,13 @@ the executor can quarantine them with the stage's reason, and counts reconcile
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 
 from atomforge.corpora.base import BadRecord, CorpusError, WorkUnit
-from atomforge.graph import neighbor_graph
 from atomforge.pipeline.config import SPLITS, PipelineConfig
-from atomforge.schema import Structure, to_row
+from atomforge.schema import Structure
 
 Record = Structure | BadRecord
 
@@ -91,16 +89,3 @@ def split_of(structure: Structure, fractions: tuple[float, float, float], seed: 
     u = int.from_bytes(digest[:8], "big") / 2**64
     train, val, _ = fractions
     return "train" if u < train else "val" if u < train + val else "test"
-
-
-def graph_rows(structures: Iterable[Structure], config: PipelineConfig, split: str, source: str
-               ) -> tuple[list[dict[str, Any]], list[BadRecord]]:
-    """Shard rows with stored graphs (cutoff + skin, K_store, strict); failures become `graph_error`."""
-    rows, bad = [], []
-    for s in structures:
-        try:
-            graph = neighbor_graph(s, config.cutoff, config.k_store, skin=config.skin, tie_rule="strict")
-            rows.append(to_row(s, graph, split))
-        except ValueError as error:  # e.g. a cell so small that image shifts overflow int8
-            bad.append(BadRecord(s.system_id, source, "graph_error", str(error)))
-    return rows, bad
