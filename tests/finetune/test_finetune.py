@@ -196,20 +196,33 @@ def val_records(output: Path) -> dict[int, dict]:
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_two_gloo_workers_fine_tune_on_the_same_trainer(ray_cluster, quick_config, pretrain_run, tmp_path):
+def test_two_gloo_workers_fine_tune_on_the_same_trainer_and_survive_a_killed_worker(ray_cluster, quick_config,
+                                                                                    pretrain_run, tmp_path):
     """The recipe on Ray Train (2 gloo workers): each worker validates half the rows and the merged step-0
-    validation is the one-process validation; the run selects and exports its best weights as in-process."""
+    validation is the one-process validation; rank 1 is killed (SIGKILL, a fault-injection hook) before step 3,
+    Ray Train restarts the group from the epoch-1 checkpoint (step 2: 24 rows, 2 workers x 8 per step), and the run selects and exports its best weights."""
+    import ray.cloudpickle
     from atomforge.artifacts.checkpoint import latest_checkpoint, read_state
 
-    config = dataclasses.replace(quick_config, epochs=dataclasses.replace(quick_config.epochs, max_epochs=2))
+    from ..training import faults
+
+    ray.cloudpickle.register_pickle_by_value(faults)  # tests/ is not on the workers' path
+    config = dataclasses.replace(quick_config, epochs=dataclasses.replace(quick_config.epochs, max_epochs=2,
+                                                                          checkpoint_every=1))
     one = run_variant(config, str(pretrain_run), "pretrained", log=lambda line: None)
-    two_config = dataclasses.replace(config, scaling=dataclasses.replace(config.scaling, num_workers=2),
-                                     checkpoint=dataclasses.replace(config.checkpoint, output=str(tmp_path / "two")))
-    two = run_variant(two_config, str(pretrain_run), "pretrained", log=lambda line: None)
+    two_config = dataclasses.replace(
+        config, scaling=dataclasses.replace(config.scaling, num_workers=2, max_failures=1),
+        checkpoint=dataclasses.replace(config.checkpoint, output=str(tmp_path / "two")))
+    output = tmp_path / "two" / "pretrained"
+    fault = faults.FailOnce(step=2, rank=1, output=str(output), mode="kill")
+    two = run_variant(two_config, str(pretrain_run), "pretrained", log=lambda line: None, hooks=[fault])
+    assert (output / "fault_injected_at_2").exists()
     state = read_state(latest_checkpoint(two.output))
-    assert state["world_size"] == 2 and len(state["mixers"]) == 2 and state["step"] == two.optimizer_steps
-    expected, got = val_records(Path(one.output))[0], val_records(Path(two.output))[0]
+    assert state["world_size"] == 2 and len(state["mixers"]) == 2 and state["step"] == two.optimizer_steps == 4
+    train_steps = [r["step"] for r in train_records(output)]
+    assert train_steps == [2, 4]  # one record per epoch, none lost or repeated by the restart
+    expected, got = val_records(Path(one.output))[0], val_records(output)[0]
     for name in ("val/rmd17/energy_mae", "val/rmd17/force_mae", "val/rmd17/loss"):
         assert got[name] == pytest.approx(expected[name], rel=1e-6), name  # float32 sums in another order
-    assert two.sizes == one.sizes and (Path(two.output) / "best" / "tasks.json").exists()
+    assert two.sizes == one.sizes and (output / "best" / "tasks.json").exists()
     assert all(np.isfinite(v) for v in two.metrics["test"].values())

@@ -72,10 +72,11 @@ def variant_config(config: TrainConfig, checkpoint: str | None, variant: str) ->
     return absolute_local_paths(replace(config, init=replace(config.init, source="")))
 
 
-def run_variant(config: TrainConfig, checkpoint: str | None, variant: str, log=print) -> RunSummary:
-    """Fine-tune (`variant_config`), then evaluate the selected weights; writes the run's files."""
+def run_variant(config: TrainConfig, checkpoint: str | None, variant: str, log=print, hooks=()) -> RunSummary:
+    """Fine-tune (`variant_config`), then evaluate the selected weights; writes the run's files.
+    `hooks`: trainer hooks run after the config's own (`training.launch.train`)."""
     started = time.time()
-    result = train(variant_config(config, checkpoint, variant))
+    result = train(variant_config(config, checkpoint, variant), hooks=hooks)
     summary = evaluate_run(result, variant, time.time() - started)
     log(f"[finetune {config.name}] {variant}: {summary.sizes} structures, best epoch {summary.best_epoch}/"
         f"{summary.epochs}, test {summary.metrics['test']}")
