@@ -46,10 +46,11 @@ BUDGETS = {
     "smoke": Budget("tiny", {"molecules": 4, "bulk": 4, "water": 4}, 128,
                     {"molecules": 2, "bulk": 2, "water": 2}, {"molecules": 16, "bulk": 5, "water": 6},
                     {"molecules": 8, "bulk": 3, "water": 4}, {"molecules": 16, "bulk": 4, "water": 6}),
-    # quick: half the first quick budgets (100 / 60 steps, 25 epochs measured ~1700 s of CPU): <= 10 min on 2 cores
+    # quick: half the first quick budgets (100 / 60 steps, 25 epochs: ~1700 s of CPU), so <= 10 min on 2 cores;
+    # water 40 / 15 / 20: the small corpus has 75 downstream frames (50 / 25 / 75 did not fit)
     "quick": Budget("small", {"molecules": 50, "bulk": 30, "water": 30}, 256,
-                    {"molecules": 12, "bulk": 12, "water": 12}, {"molecules": 50, "bulk": 25, "water": 50},
-                    {"molecules": 30, "bulk": 10, "water": 25}, {"molecules": 160, "bulk": 25, "water": 75}),
+                    {"molecules": 12, "bulk": 12, "water": 12}, {"molecules": 50, "bulk": 25, "water": 40},
+                    {"molecules": 30, "bulk": 10, "water": 15}, {"molecules": 160, "bulk": 25, "water": 20}),
     "default": Budget("medium", {"molecules": 1000, "bulk": 600, "water": 600}, 256,
                       {"molecules": 100, "bulk": 100, "water": 100}, {"molecules": 100, "bulk": 60, "water": 100},
                       {"molecules": 50, "bulk": 30, "water": 50}, {"molecules": 450, "bulk": 60, "water": 170}),
