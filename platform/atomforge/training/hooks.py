@@ -80,7 +80,7 @@ class EarlyStopping(Hook):
 
     def after_validation(self, trainer, metrics: Mapping[str, float]) -> None:
         score = selection_score(metrics, self.spec, self.per_atom)
-        trainer.log_scalars({f"val/{self.spec.name}/score": score}, kind="val")
+        trainer.log_scalars({f"val/{self.spec.name}/score": score}, kind="selection")
         if score < self.best_score:
             self.best_score, self.best_step, self.validations_since_best = score, trainer.step, 0
             self.best_state = {k: v.detach().cpu().clone() for k, v in trainer.validated_model().state_dict().items()}

@@ -77,7 +77,7 @@ def progress_line(step: int, total: int, metrics: Mapping[str, float], kind: str
         f"{name[len('share/'):]} {value:.2f} (p {metrics.get('expected/' + name[len('share/'):], float('nan')):.2f})"
         for name, value in metrics.items() if name.startswith("share/")
     ]
-    maes = [f"{k} {v:.3g}" for k, v in metrics.items() if "mae" in k]
+    maes = [f"{k} {v:.3g}" for k, v in metrics.items() if "mae" in k or k.endswith("/score")]
     line = " ".join(parts)
     if shares:
         line += " | " + ", ".join(shares)

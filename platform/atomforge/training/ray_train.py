@@ -10,6 +10,7 @@ restart before the controller registered that checkpoint: the run directory is t
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -53,6 +54,9 @@ class RayTrainSink:
 def train_worker(loop_config: dict[str, Any]) -> None:
     """`train_loop_per_worker`: {"config": TrainConfig (resolved), "hooks": [Hook, ...]}."""
     config: TrainConfig = loop_config["config"]
+    # Ray Train set this worker's root logger to INFO; its per-report records ("Reporting training
+    # result ...", from every rank) are not the user's to act on. Warnings still show.
+    logging.getLogger().setLevel(logging.WARNING)
     device = ray.train.torch.get_device() if config.scaling.use_gpu else torch.device("cpu")
     trainer = build_trainer(config, TorchDistributed(), RayTrainSink(config.checkpoint.output),
                             loop_config.get("hooks", ()), device)
@@ -104,6 +108,12 @@ def torch_trainer(config: TrainConfig, hooks: Sequence[Hook] = ()) -> TorchTrain
             name=name, storage_path=storage_path, storage_filesystem=storage_fs,
             failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.checkpoint.num_to_keep),
+            # Rank 0's progress lines are the run's log. Ray Train's print patch re-logs every print
+            # through the root logger as well as printing it (each line twice in the driver), and its
+            # INFO records ("Reporting training result ...", "Checkpoint successfully created ...")
+            # repeat every report: keep prints as prints and Ray's records to warnings and above.
+            worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
     )
 
