@@ -19,7 +19,7 @@ from pathlib import Path
 
 from atomforge.artifacts.checkpoint import latest_checkpoint
 from atomforge.cli import add_debug_flag, run_main
-from atomforge.recipes.jmp import RECIPES, recipe, with_data
+from atomforge.recipes.jmp import RECIPES, only_tasks, recipe, with_data
 from atomforge.training.config import absolute_local_paths
 from atomforge.training.launch import train
 from atomforge.training.overrides import apply_overrides
@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=VALUE",
                         help="override a typed config field, e.g. --set optim.lr=1e-4 (repeatable)")
     parser.add_argument("--data", action="append", default=[], metavar="TASK=URL",
-                        help="shard dataset (manifest root) of a task, any fsspec URL (repeatable)")
+                        help="shard dataset (manifest root) of a task, any fsspec URL (repeatable); when given, "
+                             "the tasks named are the run's task set")
     parser.add_argument("--output", help="run directory (local path or s3://...); checkpoints and logs go here")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     parser.add_argument("--num-workers", type=int, help="Ray Train workers (0 = in the driver process)")
@@ -48,7 +49,8 @@ def build_config(args: argparse.Namespace):
     urls = dict(item.split("=", 1) for item in args.data if "=" in item)
     if len(urls) != len(args.data):
         raise ValueError(f"--data expects TASK=URL, got {args.data}")
-    config = with_data(config, urls)
+    if urls:  # --data names the task set: the recipe's other tasks are not trained
+        config = only_tasks(with_data(config, urls), tuple(t for t in config.data.tasks if t in urls))
     overrides = list(args.overrides)
     if args.output:
         overrides.append(f"checkpoint.output={args.output}")

@@ -50,3 +50,16 @@ def test_two_gloo_workers_as_a_user_runs_it(tiny_shards, tmp_path):
     assert [r["step"] for r in records if r["kind"] == "train"] == [2, 4]
     assert {"val/oc20/energy_mae", "val/ani1x/force_mae", "val/oc20/loss"} <= set(records[-1])
     assert "done: step 4" in result.stdout
+
+
+def test_data_names_the_task_set():
+    """--data for three of debug_cpu's four tasks trains those three (the fourth's default path is not read);
+    without --data the recipe's tasks stay."""
+    sys.path.insert(0, str(REPO / "jobs"))
+    from jmp_pretrain import build_config, parse_args
+
+    urls = {"oc20": "/data/oc20", "ani1x": "/data/ani1x", "transition1x": "/data/t1x"}
+    config = build_config(parse_args(["--recipe", "debug_cpu", *[f"--data={t}={u}" for t, u in urls.items()]]))
+    assert list(config.data.tasks) == ["oc20", "ani1x", "transition1x"]
+    assert {t: d.url for t, d in config.data.tasks.items()} == urls
+    assert list(build_config(parse_args(["--recipe", "debug_cpu"])).data.tasks) == ["oc20", "oc22", "ani1x", "transition1x"]
