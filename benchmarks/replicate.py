@@ -15,7 +15,9 @@ that stopped continues where it was.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from replication import runner  # noqa: E402
-from replication.design import BUDGETS, FINETUNINGS, PRETRAININGS  # noqa: E402
+from replication.design import BACKBONE, BUDGETS, FINETUNINGS, PRETRAININGS  # noqa: E402
 from replication.report import markdown, plot, rows  # noqa: E402
 
 
@@ -74,6 +76,7 @@ def downstream_sets(args: argparse.Namespace) -> dict[str, list[str]]:
 def experiments(args: argparse.Namespace, corpora: Path, shards: Path, log) -> dict:
     """Every pretraining arm per seed, then every fine-tuning arm per set and seed; results by arm and seed."""
     out = args.output / args.mode
+    check_design(out, args.mode)
     datasets = downstream_sets(args)
     log(f"pretraining: {len(PRETRAININGS)} arms x {len(args.seeds)} seeds")
     jobs = []
@@ -100,6 +103,19 @@ def experiments(args: argparse.Namespace, corpora: Path, shards: Path, log) -> d
     return {"datasets": datasets, **results}
 
 
+def check_design(out: Path, mode: str) -> None:
+    """Finished jobs are reused by path, so a directory holds results of one design only: the budget, backbone
+    and arms are recorded at the first run and a run under another design is refused."""
+    design = json.dumps({"budget": dataclasses.asdict(BUDGETS[mode]), "backbone": repr(BACKBONE),
+                         "pretrainings": [p.name for p in PRETRAININGS]}, sort_keys=True, indent=1)
+    record = out / "design.json"
+    if record.exists() and record.read_text() != design:
+        raise SystemExit(f"{out}: its results were made under another design ({record} differs from this code's "
+                         "budget, backbone or arms); pass a new --output or remove that directory")
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(design)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
@@ -112,10 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     table_rows = rows(results, args.seeds, results["datasets"])
     command = "python benchmarks/replicate.py " + " ".join(argv if argv is not None else sys.argv[1:])
     wall = time.perf_counter() - started
-    header = (f"Replication ({args.mode}; seeds {args.seeds}; {wall / 60:.1f} min wall on this machine)\n\n"
+    times = os.times()  # job processes are reaped when each pool closes, so their CPU is counted here
+    cpu = times.user + times.system + times.children_user + times.children_system
+    header = (f"Replication ({args.mode}; seeds {args.seeds}; {wall / 60:.1f} min wall, {cpu:.0f} s of CPU "
+              f"on this machine)\n\n"
               f"`{command.strip()}`")
     table = markdown(table_rows, header)
-    report = {"mode": args.mode, "seeds": args.seeds, "budget": BUDGETS[args.mode].__dict__, "wall_s": wall,
+    report = {"mode": args.mode, "seeds": args.seeds, "budget": BUDGETS[args.mode].__dict__,
+              "wall_s": wall, "cpu_s": cpu,
               "command": command.strip(), "rows": table_rows, "runs": results}
     out = args.output / args.mode
     (out / "replication.md").write_text(table)

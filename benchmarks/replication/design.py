@@ -51,8 +51,10 @@ BUDGETS = {
     "quick": Budget("small", {"molecules": 50, "bulk": 30, "water": 30}, 256,
                     {"molecules": 12, "bulk": 12, "water": 12}, {"molecules": 50, "bulk": 25, "water": 40},
                     {"molecules": 30, "bulk": 10, "water": 15}, {"molecules": 160, "bulk": 25, "water": 20}),
-    "default": Budget("medium", {"molecules": 1000, "bulk": 600, "water": 600}, 256,
-                      {"molecules": 100, "bulk": 100, "water": 100}, {"molecules": 100, "bulk": 60, "water": 100},
+    # default: 600 / 400 steps and 40 epochs (from 1000 / 600 and 100): those took ~16,000 s of CPU by a
+    # probe of every arm's cost per step, twice the 90 min of 2 cores; cut for every arm alike
+    "default": Budget("medium", {"molecules": 600, "bulk": 400, "water": 400}, 256,
+                      {"molecules": 40, "bulk": 40, "water": 40}, {"molecules": 100, "bulk": 60, "water": 100},
                       {"molecules": 50, "bulk": 30, "water": 50}, {"molecules": 450, "bulk": 60, "water": 170}),
 }
 

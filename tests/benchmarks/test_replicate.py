@@ -36,6 +36,16 @@ def test_every_claim_compares_arms_the_design_runs():
 
 
 @pytest.mark.slow
+def test_a_results_directory_refuses_a_run_under_another_design(tmp_path):
+    """Jobs are cached by path: results of one budget must never be read into a table of another."""
+    import replicate
+
+    replicate.check_design(tmp_path, "quick")
+    replicate.check_design(tmp_path, "quick")  # the same design continues
+    with pytest.raises(SystemExit, match="another design"):
+        replicate.check_design(tmp_path, "default")
+
+
 def test_smoke_run_every_arm_once_with_its_budget(tmp_path):
     """CI's run: one seed, one molecule, tiny budgets, every arm once through the real entry points (~30 s of CPU)."""
     report_file = tmp_path / "report.json"
