@@ -4,10 +4,13 @@
     python jobs/finetune.py --checkpoint runs/debug_cpu --data data/shards/rmd17_ethanol \
         --recipe rmd17_debug --compare --output runs/finetune/demo
     python jobs/finetune.py --checkpoint org/model --data rmd17=s3://bucket/shards/aspirin --recipe rmd17 --num-workers 2
+    python jobs/finetune.py --checkpoint runs/debug_cpu --recipe rmd17_debug --data ethanol=shards/ethanol \
+        --data aspirin=shards/aspirin --replay ani1x=data/demo/shards/ani1x:0.5
 
 --checkpoint: a pretraining run directory (its newest checkpoint), a checkpoint directory (local or
-fsspec URL), an exported model folder or a hub id. --data: the recipe's task's shard dataset (URL, or
-TASK=URL). Metrics are MAE / RMSE in meV, meV/atom and meV/Å on val and test. See docs/finetune.md.
+fsspec URL), an exported model folder or a hub id. --data: a downstream task's shard dataset (URL, or
+TASK=URL; several name several tasks). --replay TASK=URL:WEIGHT: pretraining data mixed in. Metrics
+are MAE / RMSE in meV, meV/atom and meV/Å on val and test. See docs/finetune.md.
 """
 
 from __future__ import annotations
@@ -21,8 +24,7 @@ from pathlib import Path
 from atomforge.cli import add_debug_flag, run_main
 from atomforge.finetune.plots import write_plots
 from atomforge.finetune.run import compare, run_variant
-from atomforge.recipes.finetune import RECIPES, recipe
-from atomforge.recipes.jmp import with_data
+from atomforge.recipes.finetune import RECIPES, recipe, with_downstream, with_replay
 from atomforge.training.overrides import apply_overrides
 from atomforge.training.ray_train import connect
 
@@ -34,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", help="run dir | checkpoint dir/URL | export dir | hub id (org/name)")
     parser.add_argument("--data", action="append", default=[], metavar="[TASK=]URL",
                         help="downstream shard dataset (pipelines/downstream.py writes one), any fsspec URL")
+    parser.add_argument("--replay", action="append", default=[], metavar="TASK=URL:WEIGHT",
+                        help="replay pretraining task TASK's shards at URL with mixing weight WEIGHT against the "
+                             "downstream tasks' 1 (repeatable): less forgetting of TASK")
     parser.add_argument("--recipe", required=True, choices=sorted(RECIPES), help="atomforge.recipes.finetune")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=VALUE",
                         help="override a typed config field, e.g. --set epochs.max_epochs=50 (repeatable)")
@@ -47,11 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def data_urls(config, items: list[str]) -> dict[str, str]:
-    """--data values: TASK=URL, or a bare URL for a recipe with one task."""
+    """--data values: TASK=URL (a recipe task, or a new downstream task with the recipe task's settings),
+    or a bare URL for the recipe's one task."""
     urls = {}
     for item in items:
         task, sep, url = item.partition("=")
-        if sep and task in config.data.tasks:
+        if sep and "://" not in task and "/" not in task:
             urls[task] = url
         elif len(config.data.tasks) == 1:
             urls[next(iter(config.data.tasks))] = item
@@ -60,9 +66,28 @@ def data_urls(config, items: list[str]) -> dict[str, str]:
     return urls
 
 
+def replay_specs(items: list[str]) -> list[tuple[str, str, float]]:
+    """--replay values TASK=URL:WEIGHT -> (task, url, weight); the weight follows the URL's last colon."""
+    out = []
+    for item in items:
+        task, sep, rest = item.partition("=")
+        url, colon, weight = rest.rpartition(":")
+        try:
+            value = float(weight)
+        except ValueError:
+            value = None
+        if not (sep and task and colon and url) or value is None or not value > 0:
+            raise ValueError(f"--replay {item!r}: expected TASK=URL:WEIGHT with a positive weight, "
+                             "e.g. --replay ani1x=data/shards/ani1x:0.5")
+        out.append((task, url, value))
+    return out
+
+
 def build_config(args: argparse.Namespace):
     config = recipe(args.recipe)
-    config = with_data(config, data_urls(config, args.data))
+    config = with_downstream(config, data_urls(config, args.data))
+    for task, url, weight in replay_specs(args.replay):
+        config = with_replay(config, task, url, weight)
     overrides = list(args.overrides)
     if args.output:
         overrides.append(f"checkpoint.output={args.output}")

@@ -29,13 +29,14 @@ from atomforge.training.overrides import to_jsonable
 PRETRAIN_TASKS = ("ani1x", "oc20")
 
 
-def write_rmd17(path: Path, num_frames: int, seed: int = 0) -> Path:
-    """Ethanol frames displaced around equilibrium, EMT energies/forces converted to kcal/mol."""
+def write_rmd17(path: Path, num_frames: int, seed: int = 0, name: str = "CH3CH2OH") -> Path:
+    """Frames of molecule `name` (ASE's g2 set; ethanol by default) displaced around equilibrium, EMT
+    energies/forces converted to kcal/mol, in the rMD17 .npz layout."""
     from ase.build import molecule
     from ase.calculators.emt import EMT
 
     rng = np.random.default_rng(seed)
-    base = molecule("CH3CH2OH")
+    base = molecule(name)
     coords, energies, forces = [], [], []
     for _ in range(num_frames):
         atoms = base.copy()

@@ -81,6 +81,18 @@ def task_record(spec: TaskSpec, forces: str, reference: Mapping[str, Any]) -> di
     return {**record, "forces": forces, "reference": reference_record(**reference)}
 
 
+def with_references(records: Mapping[str, Mapping[str, Any]], model_json: Mapping[str, Any],
+                    table: torch.Tensor) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """(task records, model config_dict) whose linear references are the rows of `table` (the weights'
+    `linear_reference`, tasks × elements, eV per atom): what a trainable reference was trained to."""
+    tasks = list(model_json["tasks"])
+    rows = {name: {z: float(v) for z, v in enumerate(table[i].tolist()) if v != 0.0} for i, name in enumerate(tasks)}
+    records = {name: {**record, "linear_reference": {str(z): v for z, v in rows[name].items()}} if name in rows
+               else dict(record) for name, record in records.items()}
+    stats = {name: {**entry, "linear_reference": rows[name]} for name, entry in model_json["task_statistics"].items()}
+    return records, {**model_json, "task_statistics": stats}
+
+
 def read_task_records(records: Mapping[str, Mapping[str, Any]]
                       ) -> tuple[dict[str, TaskSpec], dict[str, str], dict[str, dict[str, Any]]]:
     """(specs, force modes, reference records) from task records; unknown keys are ignored."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ class RunSummary:
     num_parameters: int
     output: str
     optimizer_steps: int = 0
+    tasks: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # task -> split -> metrics
 
 
 def variant_config(config: TrainConfig, checkpoint: str | None, variant: str) -> TrainConfig:
@@ -67,6 +68,9 @@ def variant_config(config: TrainConfig, checkpoint: str | None, variant: str) ->
         return absolute_local_paths(replace(config, init=replace(config.init, source=checkpoint)))
     if checkpoint:
         config = with_model(config, load_model(checkpoint).model.backbone_config)
+    downstream = {t: config.data.tasks[t] for t in config.downstream_tasks()}
+    if len(downstream) < len(config.data.tasks):  # replay needs the pretrained heads: none from scratch
+        config = replace(config, data=replace(config.data, tasks=downstream))
     if config.model is None:
         raise ValueError("no --checkpoint and no model in the recipe: nothing defines the architecture")
     return absolute_local_paths(replace(config, init=replace(config.init, source="")))
@@ -84,30 +88,41 @@ def run_variant(config: TrainConfig, checkpoint: str | None, variant: str, log=p
 
 
 def evaluate_run(result: RunResult, variant: str, seconds: float) -> RunSummary:
-    """The run's selected weights on its first data task's val and test rows; metrics.json, history.jsonl,
-    test_predictions.npz, and the metrics recorded in best/config.json (what the model card shows)."""
+    """The run's selected weights on every downstream task's val and test rows; metrics.json, history.jsonl,
+    test_predictions.npz (the first task's), and the metrics recorded in best/config.json (the model card's).
+    `RunSummary.metrics` is the first downstream task's; `tasks` every downstream task's."""
     config = result.config
     out = config.checkpoint.output
     selected = f"{out}/best" if config.early_stopping is not None else out
     model = load_model(selected)
-    name, task = next(iter(config.data.tasks.items()))
+    evaluations, sizes = {}, {}
+    for name in config.downstream_tasks():
+        evaluations[name], sizes[name] = evaluate_task(model, config, name)
+    first = next(iter(evaluations))
+    metrics = {split: e.metrics for split, e in evaluations[first].items()}
+    epoch = result.steps_per_epoch or 1
+    history = history_records(Path(out) / "logs" / "metrics.jsonl", epoch)
+    best_step = int(model.meta.get("best_step", config.max_steps))
+    summary = RunSummary(variant, metrics, sizes[first], math.ceil(best_step / epoch),
+                         math.ceil(_last_step(history, config.max_steps) / epoch), round(seconds, 1),
+                         sum(p.numel() for p in model.model.parameters()), out, _last_step(history, config.max_steps),
+                         {t: {split: e.metrics for split, e in ev.items()} for t, ev in evaluations.items()})
+    write_outputs(Path(out), summary, history, evaluations[first]["test"].arrays, selected)
+    return summary
+
+
+def evaluate_task(model, config: TrainConfig, name: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """({"val": Evaluation, "test": Evaluation}, rows per role) of task `name` in physical units."""
+    task = config.data.tasks[name]
     source = open_source(task.dataset_name, task.url)
     splits = task_splits(source, config.data, task)
     forces = model.forces[name] if "forces" in (model.specs[name].labels or ("energy", "forces")) else None
     index = model.model.tasks.index(name)
     evaluations = {}
     for split in ("val", "test"):
-        loader = split_loader(source, splits[split], model.specs[name], index, config.data)
+        loader = split_loader(source, splits[split], model.specs[name], index, config.data) if split in splits else None
         evaluations[split] = evaluate(model.model, loader or [], forces, task.per_atom)
-    metrics = {split: e.metrics for split, e in evaluations.items()}
-    epoch = result.steps_per_epoch or 1
-    history = history_records(Path(out) / "logs" / "metrics.jsonl", epoch)
-    best_step = int(model.meta.get("best_step", config.max_steps))
-    summary = RunSummary(variant, metrics, {r: s.num_rows for r, s in splits.items()}, math.ceil(best_step / epoch),
-                         math.ceil(_last_step(history, config.max_steps) / epoch), round(seconds, 1),
-                         sum(p.numel() for p in model.model.parameters()), out, _last_step(history, config.max_steps))
-    write_outputs(Path(out), summary, history, evaluations["test"].arrays, selected)
-    return summary
+    return evaluations, {r: s.num_rows for r, s in splits.items()}
 
 
 def history_records(metrics_jsonl: Path, steps_per_epoch: int) -> list[dict[str, Any]]:
@@ -139,14 +154,17 @@ def write_outputs(out: Path, summary: RunSummary, history: list[dict], predictio
     """metrics.json, history.jsonl, test_predictions.npz under `out`; the metrics into `selected`/config.json."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps({"variant": summary.variant, "metrics": summary.metrics,
-                                                  "best_epoch": summary.best_epoch, "epochs": summary.epochs,
-                                                  "sizes": summary.sizes, "seconds": summary.seconds}, indent=2))
+                                                  "tasks": summary.tasks, "best_epoch": summary.best_epoch,
+                                                  "epochs": summary.epochs, "sizes": summary.sizes,
+                                                  "seconds": summary.seconds}, indent=2))
     (out / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
     np.savez(out / "test_predictions.npz", **predictions)
     fs, root = filesystem(selected)
     if fs.exists(f"{root}/config.json"):
         meta = json.loads(fs.cat_file(f"{root}/config.json"))
-        fs.pipe_file(f"{root}/config.json", json.dumps({**meta, "metrics": summary.metrics}, indent=2).encode())
+        metrics = summary.metrics if len(summary.tasks) <= 1 else {
+            f"{task} {split}": values for task, splits in summary.tasks.items() for split, values in splits.items()}
+        fs.pipe_file(f"{root}/config.json", json.dumps({**meta, "metrics": metrics}, indent=2).encode())
 
 
 def compare(config: TrainConfig, checkpoint: str, log=print) -> tuple[str, dict[str, Any]]:

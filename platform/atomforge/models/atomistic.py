@@ -78,6 +78,8 @@ class AtomisticModel(nn.Module):
         self.register_buffer("energy_std", torch.ones(len(self.tasks), dtype=torch.float64))
         self.register_buffer("force_std", torch.ones(len(self.tasks), dtype=torch.float64))
         self.register_buffer("linear_reference", torch.zeros(len(self.tasks), NUM_ATOM_TYPES, dtype=torch.float64))
+        # Which tasks' rows of linear_reference are trained (`train_references`); configuration, not state.
+        self.register_buffer("reference_trained", torch.zeros(len(self.tasks), dtype=torch.bool), persistent=False)
         self.set_task_statistics(specs)
 
     # ---- configuration -------------------------------------------------------------------------
@@ -97,6 +99,21 @@ class AtomisticModel(nn.Module):
                 self.linear_reference[i].zero_()
                 for z, value in spec.linear_reference.items():
                     self.linear_reference[i, int(z)] = value
+
+    def train_references(self, tasks: Sequence[str]) -> None:
+        """Make the per-element linear references of `tasks` trainable: `linear_reference` becomes an
+        `nn.Parameter` (same name and values, so state dicts, checkpoints and exports are unchanged)
+        whose rows of the other tasks get no gradient. Call before building the optimizer."""
+        unknown = [t for t in tasks if t not in self.tasks]
+        if unknown:
+            raise ValueError(f"train_references: unknown tasks {unknown}; this model has {list(self.tasks)}")
+        with torch.no_grad():
+            for name in tasks:
+                self.reference_trained[self.tasks.index(name)] = True
+        if not isinstance(self.linear_reference, nn.Parameter):
+            value = self.linear_reference.detach().clone()
+            del self._buffers["linear_reference"]
+            self.linear_reference = nn.Parameter(value)
 
     def config_dict(self) -> dict[str, Any]:
         """A JSON-able dict from which `from_config_dict` rebuilds the same architecture and statistics."""
@@ -248,7 +265,10 @@ class AtomisticModel(nn.Module):
         scaled = normalised * self.energy_std[graph_task].to(scalars.dtype)
         # Per-atom terms (linear reference, the per-atom mean) are summed over atoms: extensive.
         per_atom_mean = torch.where(self.mean_per_atom[atom_task], self.energy_mean[atom_task], 0.0)
+        table = self.linear_reference
+        if isinstance(table, nn.Parameter):  # only the trained tasks' rows get a gradient
+            table = torch.where(self.reference_trained.unsqueeze(-1), table, table.detach())
         reference = torch.zeros(num_graphs, dtype=torch.float64, device=scalars.device).index_add_(
-            0, graph, self.linear_reference[atom_task, inputs.z] + per_atom_mean)
+            0, graph, table[atom_task, inputs.z] + per_atom_mean)
         per_structure_mean = torch.where(self.mean_per_atom[graph_task], 0.0, self.energy_mean[graph_task])
         return scaled.double() + per_structure_mean + reference, scaled

@@ -17,6 +17,7 @@ property stored as N·p: every element gets the train mean per atom).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -152,15 +153,24 @@ class StatsAccumulator:
         acc.num_atoms_counts = Counter({int(k): v for k, v in data["num_atoms_counts"].items()})
         return acc
 
-    def finalize(self, reference: str = "least_squares") -> dict:
-        """The manifest's statistics block for this dataset; `reference`: how e_Z is fitted (REFERENCE_FITS)."""
+    def finalize(self, reference: str = "least_squares", given: Mapping[int, float] | None = None) -> dict:
+        """The manifest's statistics block for this dataset; `reference`: how e_Z is fitted (REFERENCE_FITS).
+
+        given: a fixed per-element reference (eV per atom, e.g. a pretrained model's) instead of a fit:
+        the energy mean and spread are those of the residual around it; every element present needs a value."""
         if reference not in REFERENCE_FITS:
             raise ValueError(f"reference fit must be one of {REFERENCE_FITS}, got {reference!r}")
         fit, z = reference, np.flatnonzero(self.sum_x)
         reference = np.zeros(0)
         mean = std = mean_per_atom = 0.0
+        if given is not None:
+            missing = [int(e) for e in z if int(e) not in given]
+            if missing:
+                raise ValueError(f"the given linear reference has no value for elements {missing} of the data")
         if self.num_energies:
-            if fit == "mean_per_atom":
+            if given is not None:
+                reference = np.array([float(given[int(e)]) for e in z])
+            elif fit == "mean_per_atom":
                 reference = np.full(len(z), self.sum_y / self.sum_x.sum())
             else:
                 reference = np.linalg.lstsq(self.xtx[np.ix_(z, z)], self.xty[z], rcond=None)[0]
@@ -172,8 +182,11 @@ class StatsAccumulator:
             std = float(np.sqrt(max(sum_r2 / n - mean * mean, 0.0)))
             mean_per_atom = sum_r / self.sum_x.sum()
         sizes = sorted(self.num_atoms_counts)
+        fitted = {str(int(k)): float(v) for k, v in zip(z, reference)}
+        if given is not None and self.num_energies:
+            fitted = {str(int(k)): float(v) for k, v in sorted(given.items())}  # kept whole, elements beyond the data too
         return {
-            "linear_reference": {str(int(k)): float(v) for k, v in zip(z, reference)},
+            "linear_reference": fitted,
             "energy_mean": float(mean),
             "energy_mean_per_atom": float(mean_per_atom),
             "energy_std": std,

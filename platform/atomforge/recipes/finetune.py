@@ -6,6 +6,8 @@
     rmd17_debug_dens(), rmd17_debug_noisy_nodes()   the same auxiliaries on the demo setup
     property_sum() / property_mean()   a per-structure property preprocessed from an ASE db / extxyz key
     continue_task(task)   kept heads and statistics on a pretraining task (starts exactly where the model is)
+    with_replay(config, task, url, weight)   replay a pretraining task's shards against forgetting
+    with_downstream(config, {name: url})     several downstream tasks in one run, each with its own head
 
 A downstream set is preprocessed to shards first (`python pipelines/downstream.py`, or
 `atomforge.pipeline.downstream.prepare_downstream`); the recipe's `Subset` draws its exact counts
@@ -20,6 +22,7 @@ from collections.abc import Callable, Mapping
 from atomforge.datasets import task_spec
 from atomforge.models.painn import PaiNNConfig
 from atomforge.objectives import DeNS, JMPSupervised, MixEntry, NoisyNodes
+from atomforge.shards import open_shards
 from atomforge.tasks import TaskSpec
 from atomforge.training.config import (
     CheckpointConfig,
@@ -168,6 +171,61 @@ def continue_task(task: str, url: str = "") -> TrainConfig:
                        val_every=50, validate_at_start=True)
 
 
+def with_replay(config: TrainConfig, task: str, url: str, weight: float) -> TrainConfig:
+    """`config` replaying pretraining task `task` (its shards at `url`) at mixing weight `weight` against
+    the downstream tasks' total of 1 (`training.data.task_probabilities`; 0.5: a third of the structures).
+
+    The replay task keeps the pretrained model's head, graph and statistics (statistics "pretrained",
+    never refitted on the downstream set), so every pretrained head is kept (`init.keep_heads`); its
+    loss scales are its corpus's record (`atomforge.datasets`). Batches mix tasks (batching "mixed");
+    an epoch stays one pass over the downstream rows, so the epoch budget and model selection mean
+    what they did. The fine-tuning mix's force mode applies to the replay task too."""
+    if task in config.data.tasks:
+        raise ValueError(f"--replay {task}: already a task of {config.name} ({sorted(config.data.tasks)})")
+    spec = dataclasses.replace(task_spec(task), cutoff=float(config.model.cutoff))
+    replay = TaskData(spec, url, weight=weight, statistics="pretrained", replay=True)
+    data = dataclasses.replace(config.data, tasks={**config.data.tasks, task: replay}, batching="mixed")
+    return dataclasses.replace(config, data=data, init=dataclasses.replace(config.init, keep_heads=True))
+
+
+def with_downstream(config: TrainConfig, urls: Mapping[str, str]) -> TrainConfig:
+    """`config` fine-tuning the downstream tasks named in `urls` (name -> shard dataset), and only those.
+
+    A name that is a task of the recipe keeps that task's settings; any other name is a new task with
+    the settings of the recipe's first downstream task (subset, statistics, loss scales), its own head,
+    normalisers, references and metrics, reading the dataset of its shards (their only one, unless one
+    is named like the task). Several downstream tasks mix in one batch (batching "mixed") in
+    proportion to their training rows (temperature 1), so an epoch is one pass over each; replay
+    tasks are kept. Model selection sums the tasks' scores (`training.config.EarlyStopping`)."""
+    if not urls:
+        return config
+    downstream, replay = config.downstream_tasks(), {t: d for t, d in config.data.tasks.items() if d.replay}
+    template = config.data.tasks[downstream[0]]
+    tasks = {}
+    for name, url in urls.items():
+        if name in replay:
+            raise ValueError(f"--data {name}: {name!r} is a replay task; give its shards with --replay")
+        known = config.data.tasks.get(name)
+        tasks[name] = (dataclasses.replace(known, url=url) if known is not None else dataclasses.replace(
+            template, spec=dataclasses.replace(template.spec, name=name), url=url,
+            dataset=shard_dataset(url, name, template.dataset_name)))
+    data = dataclasses.replace(config.data, tasks={**tasks, **replay})
+    if len(tasks) > 1:
+        data = dataclasses.replace(data, batching="mixed", temperature=1.0)
+    return dataclasses.replace(config, data=data)
+
+
+def shard_dataset(url: str, name: str, default: str) -> str:
+    """The dataset a new task `name` reads at `url`: `name` or its manifest's only dataset, else `default`."""
+    try:
+        datasets = sorted(open_shards(url).manifest.get("statistics", {}))
+    except (ValueError, OSError) as error:
+        raise ValueError(f"task {name!r}: {error}") from error
+    if name in datasets:
+        return ""
+    return datasets[0] if len(datasets) == 1 else default
+
+
 RECIPES: dict[str, Callable[[], TrainConfig]] = {
     "rmd17": rmd17,
     "rmd17_dens": rmd17_dens,
@@ -189,4 +247,4 @@ def recipe(name: str) -> TrainConfig:
 
 __all__ = ["RECIPES", "recipe", "rmd17", "rmd17_dens", "rmd17_noisy_nodes", "rmd17_debug", "rmd17_debug_dens",
            "rmd17_debug_noisy_nodes", "dens_md17", "noisy_nodes_molecules", "with_auxiliary", "property_sum",
-           "property_mean", "continue_task", "downstream", "finetuning", "supervised"]
+           "property_mean", "continue_task", "downstream", "finetuning", "supervised", "with_replay", "with_downstream"]

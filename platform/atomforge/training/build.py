@@ -47,8 +47,8 @@ def config_hooks(config: TrainConfig, parts: TrainerParts) -> list[Hook]:
     if config.early_stopping is None:
         return []
     stop = config.early_stopping
-    task = stop.task or next(iter(config.data.tasks))
-    return [EarlyStopping(parts.specs[task], stop.patience, config.data.tasks[task].per_atom)]
+    tasks = (stop.task,) if stop.task else config.downstream_tasks()
+    return [EarlyStopping([parts.specs[t] for t in tasks], stop.patience, [config.data.tasks[t].per_atom for t in tasks])]
 
 
 def load_init(config: TrainConfig) -> Pretrained | None:
@@ -70,7 +70,11 @@ def build_parts(config: TrainConfig, rank: int, world: int, device: torch.device
     pretrained = load_init(config)
     specs = data_specs(config, sources, splits, pretrained)
     heads = sorted({head for entry in config.objectives.values() for head in entry.objective.heads})
-    model = initial_model(config.model, specs, heads, config.seed, pretrained, config.init.keep_heads).to(device)
+    model = initial_model(config.model, specs, heads, config.seed, pretrained, config.init.keep_heads)
+    trained = [name for name, task in config.data.tasks.items() if task.trainable_reference]
+    if trained:
+        model.train_references(trained)
+    model = model.to(device)
     objective = ObjectiveMix(list(config.objectives.values()), model)
     notes = objective.check_labels(specs)
     ema = build_ema(model, config.optim.ema_decay)
@@ -104,9 +108,29 @@ def task_records(config: TrainConfig, specs: Mapping[str, TaskSpec], objective: 
 
 
 def reference_of(task: TaskData, spec: TaskSpec, train: Split, pretrained: Pretrained | None) -> dict[str, Any]:
-    """How a data task's linear reference was obtained (an `artifacts.pretrained` reference record)."""
+    """How a data task's linear reference was obtained (an `artifacts.pretrained` reference record); a
+    trainable one records where it started (`initial`, `initial_values`), its values are the trained ones."""
+    start = starting_reference(task, spec, train, pretrained)
+    if not task.trainable_reference:
+        return start
+    values = {str(z): float(v) for z, v in sorted(spec.linear_reference.items())}
+    return reference_record("trainable", initial=_described(start), initial_values=values)
+
+
+def _described(record: Mapping[str, Any]) -> str:
+    if record["mode"] == "kept":
+        return f"the values kept from {record['from']}"
+    if record["mode"] == "fitted":
+        return f"{record['method']} on {record['fitted_on']}"
+    return "zero"
+
+
+def starting_reference(task: TaskData, spec: TaskSpec, train: Split, pretrained: Pretrained | None) -> dict[str, Any]:
+    """How a data task's linear reference was obtained before any training."""
     if task.statistics == "pretrained":
         return reference_record("kept", **{"from": pretrained.source})
+    if task.reference == "pretrained":
+        return reference_record("kept", **{"from": f"{pretrained.source} task {task.reference_source!r}"})
     if not spec.linear_reference:
         return reference_record("none")
     if task.statistics == "manifest":

@@ -22,6 +22,7 @@ from atomforge.tasks import TaskSpec
 AMP_MODES = ("none", "bf16", "fp16")
 BATCHINGS = ("mixed", "epochs")
 STATISTICS = ("manifest", "train", "pretrained")
+REFERENCES = ("statistics", "pretrained")
 KINDS = ("pretraining", "finetune")
 
 # JMP fine-tuning (OBJECTIVES.md §1): embedding 0.3, the six GemNet-OC blocks 0.55 ... 0.625, heads 1.
@@ -64,6 +65,15 @@ class TaskData:
     uses, by `reference_fit`), "pretrained" (the init model's task of the same name, unchanged).
     `per_atom`: the energy label is an intensive property stored as N·value (preprocessed with
     `property_per_atom`): model selection and reports use the error per atom.
+    `reference`: where the per-element linear reference comes from: "statistics" (with the rest of
+    `statistics`: the manifest's, least squares / mean per atom on the training rows, or the pretrained
+    task's) or "pretrained" (the init model's task `reference_task`, default this task's name, kept
+    unchanged; needs statistics "train", which then fits the energy mean and spread around it).
+    `trainable_reference`: the reference starts there and is trained with the model (an
+    `nn.Parameter`, no weight decay); checkpoints and exports record the trained values.
+    `replay`: pretraining data mixed into fine-tuning against forgetting (statistics "pretrained" and a
+    `weight`): it keeps the pretrained head and statistics, is validated, and counts neither toward
+    an epoch nor toward model selection.
     """
 
     spec: TaskSpec
@@ -74,6 +84,10 @@ class TaskData:
     statistics: str = "manifest"
     reference_fit: str = "least_squares"
     per_atom: bool = False
+    reference: str = "statistics"
+    reference_task: str = ""
+    trainable_reference: bool = False
+    replay: bool = False
 
     @property
     def dataset_name(self) -> str:
@@ -87,6 +101,20 @@ class TaskData:
         if self.reference_fit not in REFERENCE_FITS:
             raise ValueError(f"task {self.spec.name!r}: reference_fit must be one of {REFERENCE_FITS}, "
                              f"got {self.reference_fit!r}")
+        if self.reference not in REFERENCES:
+            raise ValueError(f"task {self.spec.name!r}: reference must be one of {REFERENCES}, got {self.reference!r}")
+        if self.reference == "pretrained" and self.statistics != "train":
+            raise ValueError(f"task {self.spec.name!r}: reference 'pretrained' needs statistics 'train' (the energy "
+                             f"mean and spread are fitted around the kept reference), got {self.statistics!r}")
+        if self.replay and (self.statistics != "pretrained" or self.weight is None):
+            raise ValueError(f"task {self.spec.name!r}: a replay task keeps the pretrained statistics and has a "
+                             f"mixing weight (statistics 'pretrained', weight > 0), got {self.statistics!r}, "
+                             f"weight {self.weight}")
+
+    @property
+    def reference_source(self) -> str:
+        """The pretrained task whose linear reference `reference` "pretrained" keeps."""
+        return self.reference_task or self.spec.name
 
 
 @dataclass(frozen=True)
@@ -95,7 +123,9 @@ class DataConfig:
 
     batching "mixed": the temperature mixer draws each structure's task (JMP), streams are endless;
     "epochs" (one task): batches of consecutive rows that end at each epoch's end, so an epoch is
-    ceil(rows / max_structures) batches (fine-tuning's epochs).
+    ceil(rows / max_structures) batches (fine-tuning's epochs). Replay tasks (`TaskData.replay`) take
+    their weights' share of the draws and the other tasks share the rest by temperature (or by their
+    own weights): see `training.data.task_probabilities`.
     """
 
     tasks: Mapping[str, TaskData] = field(default_factory=dict)
@@ -225,8 +255,11 @@ class InitConfig:
 
 @dataclass(frozen=True)
 class EpochBudget:
-    """A budget in epochs of the (one) training task's rows, turned into steps once the data is known
-    (`training.budget.resolve_epochs`): max_steps, warmup, validation, logging and checkpoints."""
+    """A budget in epochs, turned into steps once the data is known (`training.launch.resolve_epochs`):
+    max_steps, warmup, validation, logging and checkpoints. An epoch is one pass over the training
+    rows of the non-replay tasks: exactly, with batching "epochs" (one task); in expectation with
+    batching "mixed" (replay or several downstream tasks), where a step draws a share Σ p_d of
+    downstream structures, so an epoch is ceil(Σ N_d / (Σ p_d · structures per step)) steps."""
 
     max_epochs: int
     warmup_epochs: int = 1
@@ -241,9 +274,10 @@ class EpochBudget:
 @dataclass(frozen=True)
 class EarlyStopping:
     """Keep the weights with the best validation score; stop after `patience` validations without a
-    better one (None: never stop). The score of `task` (default: the first data task) weighs its clean
-    validation MAEs as its loss weighs the errors: λ_E·MAE_E/s_E + λ_F·MAE_F/s_F (the energy error
-    per atom for a `TaskData.per_atom` property)."""
+    better one (None: never stop). A task's score weighs its clean validation MAEs as its loss weighs
+    the errors: λ_E·MAE_E/s_E + λ_F·MAE_F/s_F (the energy error per atom for a `TaskData.per_atom`
+    property), dimensionless. The score selected on is `task`'s, or (`task` empty) the sum of the
+    scores of every non-replay data task (`TrainConfig.downstream_tasks`): tasks in other units add."""
 
     patience: int | None = None
     task: str = ""
@@ -289,8 +323,8 @@ class TrainConfig:
         for key, entry in self.objectives.items():
             if key != entry.objective.name:
                 raise ValueError(f"objectives[{key!r}] holds objective {entry.objective.name!r}; key it by that name")
-        if self.epochs is not None and self.data.batching != "epochs":
-            raise ValueError("epochs: an epoch budget needs data.batching='epochs' (batches that end with each epoch)")
+        if self.epochs is not None and all(task.replay for task in self.data.tasks.values()):
+            raise ValueError("epochs: an epoch budget counts passes over the non-replay tasks; every task is replay")
         if self.early_stopping is not None and self.early_stopping.task and self.early_stopping.task not in self.data.tasks:
             raise ValueError(f"early_stopping.task {self.early_stopping.task!r} is not a data task {sorted(self.data.tasks)}")
         pretrained = [t for t, d in self.data.tasks.items() if d.statistics == "pretrained"]
@@ -299,6 +333,10 @@ class TrainConfig:
 
     def task_names(self) -> tuple[str, ...]:
         return tuple(self.data.tasks)
+
+    def downstream_tasks(self) -> tuple[str, ...]:
+        """The tasks an epoch passes over and model selection scores: every data task but replay ones."""
+        return tuple(name for name, task in self.data.tasks.items() if not task.replay)
 
 
 def check_amp(config: TrainConfig) -> None:

@@ -133,7 +133,8 @@ def task_spec(task: TaskData, source: TaskSource, train: Split, pretrained=None)
         return resolve_spec(task.spec, source)
     if task.statistics == "train":
         check_graph(task.spec, source)
-        return task.spec.with_statistics(fit_statistics(source, train, task.reference_fit))
+        given = kept_reference(task, pretrained) if task.reference == "pretrained" else None
+        return task.spec.with_statistics(fit_statistics(source, train, task.reference_fit, given))
     spec = pretrained_spec(task, source, pretrained)
     check_graph(spec, source)
     return spec
@@ -153,8 +154,23 @@ def pretrained_spec(task: TaskData, source: TaskSource, pretrained) -> TaskSpec:
                                max_neighbors=kept.max_neighbors, labels=labels)
 
 
-def fit_statistics(source: TaskSource, split: Split, reference: str = "least_squares") -> dict:
-    """The statistics block (`label_stats` keys) of exactly the rows of `split`, fitted columnar."""
+def kept_reference(task: TaskData, pretrained) -> dict[int, float]:
+    """The per-element linear reference (eV per atom) of the init model's task `task.reference_source`."""
+    name = task.reference_source
+    if pretrained is None or name not in pretrained.specs:
+        tasks = [] if pretrained is None else list(pretrained.specs)
+        raise ValueError(f"task {task.spec.name!r}: reference 'pretrained' needs a pretrained task {name!r} "
+                         f"(init.source tasks: {tasks}; set reference_task)")
+    reference = dict(pretrained.specs[name].linear_reference)
+    if not reference:
+        raise ValueError(f"task {task.spec.name!r}: the pretrained task {name!r} has no linear reference to keep")
+    return reference
+
+
+def fit_statistics(source: TaskSource, split: Split, reference: str = "least_squares",
+                   given: Mapping[int, float] | None = None) -> dict:
+    """The statistics block (`label_stats` keys) of exactly the rows of `split`, fitted columnar
+    (`given`: a fixed linear reference, the mean and spread fitted around it)."""
     tables = []
     fs = source.shards.fs
     for file in split.files:
@@ -164,7 +180,10 @@ def fit_statistics(source: TaskSource, split: Split, reference: str = "least_squ
         raise ValueError(f"task {source.name!r}: no rows to fit statistics on in split {split.name!r}")
     if split.rows is not None:
         table = table.take(pa.array(split.rows))
-    return StatsAccumulator().add_table(table).finalize(reference)
+    try:
+        return StatsAccumulator().add_table(table).finalize(reference, given)
+    except ValueError as error:
+        raise ValueError(f"task {source.name!r}: {source.url} split {split.name!r}: {error}") from error
 
 
 def _source(task: TaskSource, split: Split, spec: TaskSpec, index: int) -> Source:
@@ -190,11 +209,28 @@ def train_loader(config: DataConfig, sources: Mapping[str, TaskSource], splits: 
         planner = AtomBudgetPlanner(streams[names[0]], config.max_atoms, config.max_structures, epochs=None)
         probabilities = {names[0]: 1.0}
     else:
-        sizes = {t: splits[t]["train"].num_rows for t in names}
-        probabilities = mixing_probabilities(sizes, config.temperature, {t: d.weight for t, d in config.tasks.items()})
+        probabilities = task_probabilities(config, {t: splits[t]["train"].num_rows for t in names})
         planner = TaskMixer(streams, probabilities, seed, rank, config.max_atoms, config.max_structures, micro_batches)
     loader = ShardLoader(loader_sources, planner, num_workers=config.num_workers, pin_memory=pin_memory)
     return loader, probabilities
+
+
+def task_probabilities(config: DataConfig, sizes: Mapping[str, int]) -> dict[str, float]:
+    """Each task's share of the mixer's draws, from its training rows `sizes`.
+
+    Without replay tasks: temperature sampling (or every task's explicit weight). With them, replay
+    task r has weight w_r against the other tasks' total of 1, which they share among themselves by
+    temperature (or their own weights): p_r = w_r / (1 + Σw), p_d = q_d / (1 + Σw). So
+    `--replay oc20=URL:0.5` makes a third of the structures oc20's, whatever the downstream sizes."""
+    replay = {t: float(config.tasks[t].weight) for t in sizes if config.tasks[t].replay}
+    if not replay:
+        return mixing_probabilities(sizes, config.temperature, {t: config.tasks[t].weight for t in sizes})
+    rest = {t: n for t, n in sizes.items() if t not in replay}
+    if not rest:
+        raise ValueError(f"tasks {sorted(replay)} are all replay: nothing to fine-tune on")
+    shares = mixing_probabilities(rest, config.temperature, {t: config.tasks[t].weight for t in rest})
+    total = 1.0 + sum(replay.values())
+    return {t: (replay[t] if t in replay else shares[t]) / total for t in sizes}
 
 
 def split_loader(source: TaskSource, split: Split, spec: TaskSpec, index: int, config: DataConfig, rank: int = 0,

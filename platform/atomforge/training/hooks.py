@@ -16,7 +16,7 @@ Hooks that are not picklable cannot travel to Ray workers: keep them small plain
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from atomforge.tasks import TaskSpec
@@ -64,8 +64,10 @@ def selection_score(metrics: Mapping[str, float], spec: TaskSpec, per_atom: bool
 
 
 class EarlyStopping(Hook):
-    """Keeps the validated weights (the EMA copy where there is one) with the best `selection_score`
-    and stops after `patience` validations without improvement (None: runs the whole budget).
+    """Keeps the validated weights (the EMA copy where there is one) with the best score and stops after
+    `patience` validations without improvement (None: runs the whole budget). The score is the sum of
+    `selection_score` over `specs` (one task, or every downstream task of a multi-task fine-tuning:
+    each is dimensionless, so tasks in other units add); `per_atom`: per task, as `selection_score`.
 
     `best_state` is the best weights' state dict (a copy, on the CPU); `best_step` the step they were
     validated at. Both are saved in checkpoints, so a resumed run selects among all its validations.
@@ -73,14 +75,25 @@ class EarlyStopping(Hook):
 
     name = "early_stopping"
 
-    def __init__(self, spec: TaskSpec, patience: int | None = None, per_atom: bool = False):
-        self.spec, self.patience, self.per_atom = spec, patience, per_atom
+    def __init__(self, specs: Sequence[TaskSpec], patience: int | None = None, per_atom: Sequence[bool] = ()):
+        if not specs:
+            raise ValueError("EarlyStopping: no task to select on")
+        self.specs, self.patience = list(specs), patience
+        self.per_atom = list(per_atom) or [False] * len(self.specs)
         self.best_score, self.best_step, self.best_state = float("inf"), -1, None
         self.validations_since_best = 0
 
+    def score(self, trainer, metrics: Mapping[str, float]) -> float:
+        """The selection score of `metrics`; each task's is logged as val/<task>/score (several: their sum as val/score)."""
+        scores = {spec.name: selection_score(metrics, spec, per_atom) for spec, per_atom in zip(self.specs, self.per_atom)}
+        logged = {f"val/{name}/score": value for name, value in scores.items()}
+        if len(scores) > 1:
+            logged["val/score"] = sum(scores.values())
+        trainer.log_scalars(logged, kind="selection")
+        return float(sum(scores.values()))
+
     def after_validation(self, trainer, metrics: Mapping[str, float]) -> None:
-        score = selection_score(metrics, self.spec, self.per_atom)
-        trainer.log_scalars({f"val/{self.spec.name}/score": score}, kind="selection")
+        score = self.score(trainer, metrics)
         if score < self.best_score:
             self.best_score, self.best_step, self.validations_since_best = score, trainer.step, 0
             self.best_state = {k: v.detach().cpu().clone() for k, v in trainer.validated_model().state_dict().items()}

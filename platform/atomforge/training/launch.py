@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,7 +27,7 @@ from atomforge.storage import filesystem
 from atomforge.training.build import build_trainer, data_specs, load_init
 from atomforge.training.checkpoints import RunDirectory
 from atomforge.training.config import TrainConfig, check_amp, check_cutoffs, with_model
-from atomforge.training.data import open_source, task_splits
+from atomforge.training.data import open_source, task_probabilities, task_splits
 from atomforge.training.distributed import SingleProcess
 from atomforge.training.hooks import Hook
 from atomforge.training.overrides import to_jsonable
@@ -104,23 +104,30 @@ def check_data(config: TrainConfig, verify: bool = False) -> list[str]:
     return prepare(config, verify)[1]
 
 
-def steps_per_epoch(config: TrainConfig, num_rows: int) -> int:
-    """Optimizer steps in one epoch of `num_rows` training rows: ceil(rows / (world · max_structures · grad_accum)).
+def steps_per_epoch(config: TrainConfig, rows: Mapping[str, int]) -> int:
+    """Optimizer steps in one epoch: one pass over the training rows `rows` of the non-replay tasks.
 
-    Exact with one worker when `data.max_structures` (not the atom budget) ends the batches; with
-    several workers each takes its own chunks of rows, so a worker's epoch may be a batch longer."""
+    batching "epochs" (one task): ceil(rows / (world · max_structures · grad_accum)), exact with one
+    worker when `data.max_structures` (not the atom budget) ends the batches; with several workers
+    each takes its own chunks of rows, so a worker's epoch may be a batch longer. batching "mixed":
+    a step draws a share Σ p_d of downstream structures (`data.task_probabilities`), so an epoch is
+    ceil(Σ N_d / (Σ p_d · world · max_structures · grad_accum)) steps, a pass in expectation."""
     if config.data.max_structures is None:
         raise ValueError("epochs: an epoch budget needs data.max_structures (the batch size in structures)")
     per_step = config.scaling.world * config.data.max_structures * config.optim.grad_accum
-    return max(1, math.ceil(num_rows / per_step))
+    downstream = config.downstream_tasks()
+    if config.data.batching == "epochs":
+        return max(1, math.ceil(rows[downstream[0]] / per_step))
+    shares = task_probabilities(config.data, rows)
+    return max(1, math.ceil(sum(rows[t] for t in downstream) / (sum(shares[t] for t in downstream) * per_step)))
 
 
-def resolve_epochs(config: TrainConfig, rows: dict[str, int]) -> TrainConfig:
+def resolve_epochs(config: TrainConfig, rows: Mapping[str, int]) -> TrainConfig:
     """`config` with its epoch budget (if any) as steps: max_steps, warmup, validation, logging, checkpoints."""
     budget = config.epochs
     if budget is None:
         return config
-    epoch = steps_per_epoch(config, rows[next(iter(config.data.tasks))])
+    epoch = steps_per_epoch(config, rows)
     every = budget.checkpoint_every or budget.max_epochs
     return replace(config, max_steps=budget.max_epochs * epoch, val_every=budget.val_every * epoch, log_every=epoch,
                    optim=replace(config.optim, warmup_steps=budget.warmup_epochs * epoch),
@@ -153,5 +160,5 @@ def train(config: TrainConfig, resume: bool = False, verify_data: bool = False, 
         from atomforge.training.ray_train import fit
 
         metrics = fit(config, hooks)
-    epoch = steps_per_epoch(config, rows[next(iter(config.data.tasks))]) if config.epochs else None
+    epoch = steps_per_epoch(config, rows) if config.epochs else None
     return RunResult(dict(metrics), config, epoch)

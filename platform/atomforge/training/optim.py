@@ -33,9 +33,11 @@ def lr_factor(step: int, total_steps: int, config: OptimConfig) -> float:
 
 def no_decay(model: nn.Module) -> set[int]:
     """ids of the parameters that get no weight decay: every parameter with < 2 dimensions (biases,
-    norms, the SCD null token) and every embedding table (atom types: 2-D, but a lookup, not a map)."""
+    norms, the SCD null token), every embedding table (atom types: 2-D, but a lookup, not a map) and a
+    trainable per-element linear reference (energies in eV per atom: decay would pull them to 0 eV)."""
     embeddings = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
-    return embeddings | {id(p) for p in model.parameters() if p.ndim < 2}
+    references = {id(p) for name, p in model.named_parameters() if name == "linear_reference"}
+    return embeddings | references | {id(p) for p in model.parameters() if p.ndim < 2}
 
 
 def layer_multiplier(name: str, num_blocks: int, layer_lr: LayerLR) -> float:

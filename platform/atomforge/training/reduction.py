@@ -39,14 +39,17 @@ def reduce_step(model: nn.Module, loss_sum: float, num_structures: int, dist: Di
     device = params[0].device if params else torch.device("cpu")
     totals = torch.tensor([loss_sum, float(num_structures)], dtype=torch.float64, device=device)  # NCCL: on the device
     if dist.world > 1:
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
+        by_dtype: dict[torch.dtype, list[nn.Parameter]] = {}
+        for p in params:  # one flat vector per dtype: a float64 reference does not promote the float32 rest
+            by_dtype.setdefault(p.dtype, []).append(p)
+        for group in by_dtype.values():
+            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in group])
+            dist.all_reduce(flat)
+            offset = 0
+            for p in group:
+                p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+                offset += p.numel()
         dist.all_reduce(totals)
-        offset = 0
-        for p in params:
-            p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
     count = int(totals[1])
     if count <= 0:
         raise ValueError(f"reduce_step: the step holds {count} structures over all ranks")

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from atomforge.artifacts import checkpoint as ckpt
+from atomforge.artifacts.pretrained import with_references
 from atomforge.objectives import ObjectiveContext, ObjectiveMix
 from atomforge.tasks import TaskSpec
 from atomforge.training import initialization
@@ -277,8 +278,15 @@ class Trainer:
         write_weights(self.config.checkpoint.output, name, lambda folder: self._write(folder, state, extra))
 
     def _write(self, folder: Path, state: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> None:
+        """The checkpoint files; tasks.json and model.json give the written weights' linear references
+        (the EMA copy's where there is one: what is validated and exported), so trained ones are recorded."""
         meta = {**to_jsonable(self.config), **self.parts.meta, **(extra or {})}
-        ckpt.write_checkpoint(folder, state, meta, self.model.config_dict(), dict(self.parts.records))
+        weights = state["model"] if state.get("ema") is None else state["ema"]
+        table = weights.get("linear_reference", weights.get("module.linear_reference"))
+        records, model_json = dict(self.parts.records), self.model.config_dict()
+        if table is not None:
+            records, model_json = with_references(records, model_json, table.detach().cpu())
+        ckpt.write_checkpoint(folder, state, meta, model_json, records)
 
     def restore(self) -> bool:
         """Continue from the sink's newest checkpoint, if any (a restart or --resume); True when one was found."""
