@@ -114,3 +114,19 @@ def test_replay_weight_and_epochs_count_downstream_rows(task_a, rmd17_shards, tm
     assert resolved.max_steps == 10 and resolved.val_every == 5
     with pytest.raises(ValueError, match="replay task keeps the pretrained statistics"):
         dataclasses.replace(config.data.tasks["ani1x"], statistics="train")
+
+
+def test_replay_flag_parses_task_url_weight_and_adds_a_replay_task(pretrain_run, tmp_path):
+    spec = importlib.util.spec_from_file_location("finetune_job", Path(__file__).parents[2] / "jobs" / "finetune.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    assert job.replay_specs(["ani1x=s3://bucket/shards/ani1x:0.5"]) == [("ani1x", "s3://bucket/shards/ani1x", 0.5)]
+    for bad in ("ani1x=data/ani1x", "ani1x=data/ani1x:-1", "data/ani1x:0.5"):
+        with pytest.raises(ValueError, match="TASK=URL:WEIGHT"):
+            job.replay_specs([bad])
+    config = job.build_config(job.parse_args(["--recipe", "rmd17_debug", "--checkpoint", str(pretrain_run),
+                                              "--replay", "ani1x=data/ani1x:0.25", "--output", str(tmp_path)]))
+    replay = config.data.tasks["ani1x"]
+    assert list(config.data.tasks) == ["rmd17", "ani1x"] and config.downstream_tasks() == ("rmd17",)
+    assert (replay.replay, replay.weight, replay.statistics, replay.url) == (True, 0.25, "pretrained", "data/ani1x")
+    assert config.init.keep_heads and config.data.batching == "mixed"

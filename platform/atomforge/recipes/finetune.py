@@ -209,10 +209,8 @@ def with_downstream(config: TrainConfig, urls: Mapping[str, str]) -> TrainConfig
         tasks[name] = (dataclasses.replace(known, url=url) if known is not None else dataclasses.replace(
             template, spec=dataclasses.replace(template.spec, name=name), url=url,
             dataset=shard_dataset(url, name, template.dataset_name)))
-    data = dataclasses.replace(config.data, tasks={**tasks, **replay})
-    if len(tasks) > 1:
-        data = dataclasses.replace(data, batching="mixed", temperature=1.0)
-    return dataclasses.replace(config, data=data)
+    several = {"batching": "mixed", "temperature": 1.0} if len(tasks) > 1 else {}
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, tasks={**tasks, **replay}, **several))
 
 
 def shard_dataset(url: str, name: str, default: str) -> str:
