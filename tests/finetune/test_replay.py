@@ -130,3 +130,14 @@ def test_replay_flag_parses_task_url_weight_and_adds_a_replay_task(pretrain_run,
     assert list(config.data.tasks) == ["rmd17", "ani1x"] and config.downstream_tasks() == ("rmd17",)
     assert (replay.replay, replay.weight, replay.statistics, replay.url) == (True, 0.25, "pretrained", "data/ani1x")
     assert config.init.keep_heads and config.data.batching == "mixed"
+
+
+def test_scratch_variant_trains_without_replay_and_a_new_task_names_its_missing_shards(pretrain_run, tmp_path):
+    from atomforge.finetune.run import variant_config
+    from atomforge.recipes.finetune import with_downstream
+
+    config = with_replay(rmd17_debug(), "ani1x", str(tmp_path / "ani1x"), 0.5)
+    assert variant_config(config, str(pretrain_run), "pretrained").data.tasks.keys() == {"rmd17", "ani1x"}
+    assert tuple(variant_config(config, str(pretrain_run), "scratch").data.tasks) == ("rmd17",)  # no pretrained head
+    with pytest.raises(ValueError, match="task 'aspirin'"):
+        with_downstream(rmd17_debug(), {"rmd17": str(tmp_path), "aspirin": str(tmp_path / "missing")})
