@@ -156,3 +156,28 @@ def test_window_files_are_removed(dataset, tmp_path):
         live = list(Path(tmp_path).rglob("*.block"))
         assert len(live) <= 2 + 3  # the windows in use and those decoded ahead
     assert count > 0 and not list(Path(tmp_path).iterdir())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_worker_batches_equal_in_process_batches_also_when_kept(dataset, workers, monkeypatch):
+    """Workers hand batches over through reused shared slots: every batch is bit-identical to num_workers=0,
+    and a batch kept while later ones stream past (their slots rewritten) keeps its values."""
+    url, _ = dataset
+    options = {"max_atoms": 30, "epochs": 2, "seed": 4, "chunk_rows": 4, "shuffle_rows": 8}
+    reference = list(open_shards(url).loader("train", **options))
+
+    def no_fallback(arrays):
+        raise AssertionError("a batch left the ring although the consumer freed its slots")
+
+    monkeypatch.setattr("atomforge.batch_ring.pack", no_fallback)  # forked workers inherit it
+    kept = None
+    for index, batch in enumerate(open_shards(url).loader("train", num_workers=workers, **options)):
+        assert_same_batch(batch, reference[index])
+        if index == 1:
+            kept = batch
+    assert index + 1 == len(reference) > 10
+    assert_same_batch(kept, reference[1])
+    monkeypatch.undo()
+    held = list(open_shards(url).loader("train", num_workers=workers, **options))  # more than the ring holds
+    for mine, expected in zip(held, reference, strict=True):
+        assert_same_batch(mine, expected)

@@ -388,30 +388,6 @@ def batch_arrays(block: RowBlock, tasks) -> tuple[dict[str, np.ndarray], list[st
     return arrays, system_ids
 
 
-def pack(arrays: dict[str, np.ndarray]) -> tuple[torch.Tensor, list[tuple[str, str, tuple, int]]]:
-    """All arrays in one uint8 tensor (+ its layout), so a worker hands a batch over as one shared buffer
-    (and a pinned copy is one copy) instead of one file descriptor per field."""
-    layout, offset = [], 0
-    for name, array in arrays.items():
-        layout.append((name, array.dtype.str, array.shape, offset))
-        offset += -(-array.nbytes // 64) * 64
-    buffer = np.zeros(offset, dtype=np.uint8)
-    for (_, _, _, start), array in zip(layout, arrays.values()):
-        buffer[start:start + array.nbytes] = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-    return torch.from_numpy(buffer), layout
-
-
-def unpack(buffer: torch.Tensor, layout) -> dict[str, torch.Tensor]:
-    """The tensors `pack` stored, as views of `buffer` (pinned if it is)."""
-    flat = buffer.numpy()
-    out = {}
-    for name, dtype, shape, start in layout:
-        dtype = np.dtype(dtype)
-        count = int(np.prod(shape, dtype=np.int64))
-        out[name] = torch.from_numpy(flat[start:start + count * dtype.itemsize].view(dtype).reshape(shape))
-    return out
-
-
 @functools.cache
 def _data_batch() -> type:
     """PyG's `DataBatch` class (what `Batch.from_data_list` of `Data` objects returns)."""

@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from atomforge.batch_ring import RingReader, WorkerRing, layout_of
 from atomforge.columnar import (
     COLUMNS,
     RowBlock,
@@ -39,8 +40,6 @@ from atomforge.columnar import (
     concat_blocks,
     decode_rows,
     gather_rows,
-    pack,
-    unpack,
 )
 from atomforge.storage import filesystem, read_bytes
 from atomforge.streams import RowStream, ShardFile, Window
@@ -236,12 +235,14 @@ class Decoder:
 class BatchBuilder:
     """Builds the batch of a `WorkItem` (a map-style dataset for torch's DataLoader workers).
 
-    Each process (the loader's, or a worker) starts its own decoder thread on first use.
+    Each process (the loader's, or a worker) starts its own decoder thread on first use; a worker
+    hands its batches over through its own ring of `ring_slots` shared slots (`atomforge.batch_ring`).
     """
 
-    def __init__(self, sources: Sequence[Source], store, cache_bytes: int):
-        self.sources, self.store, self.cache_bytes = list(sources), store, cache_bytes
+    def __init__(self, sources: Sequence[Source], store, cache_bytes: int, ring_slots: int = 5):
+        self.sources, self.store, self.cache_bytes, self.ring_slots = list(sources), store, cache_bytes, ring_slots
         self._decoder: tuple[int, Decoder] | None = None
+        self._ring: WorkerRing | None = None
 
     def _decoder_here(self) -> Decoder:
         if self._decoder is None or self._decoder[0] != os.getpid():
@@ -256,10 +257,13 @@ class BatchBuilder:
         return batch_arrays(gather_rows(parts, item.order), item.tasks)
 
     def __getitem__(self, item: WorkItem):
-        """In a worker: the batch packed into one shared buffer (see `columnar.pack`), and the plan state."""
+        """In a worker: the batch in a slot of this worker's ring (or packed, see `WorkerRing.put`), its
+        system ids and the plan state."""
         arrays, system_ids = self.arrays(item)
-        buffer, layout = pack(arrays)
-        return buffer, layout, system_ids, item.state
+        if self._ring is None:  # sized by the first batch: later ones under the same budget fit twice over
+            _, size = layout_of(arrays)
+            self._ring = WorkerRing(self.store.root, self.ring_slots, max(2 * size, 1 << 20))
+        return self._ring.put(arrays), system_ids, item.state
 
     def close(self) -> None:
         """Stop this process's decoder thread."""
@@ -267,8 +271,8 @@ class BatchBuilder:
             self._decoder[1].close()
         self._decoder = None
 
-    def __getstate__(self) -> dict:  # workers start their own decoder thread
-        return {**self.__dict__, "_decoder": None}
+    def __getstate__(self) -> dict:  # workers start their own decoder thread and ring
+        return {**self.__dict__, "_decoder": None, "_ring": None}
 
 
 def _identity(sample):
@@ -379,7 +383,7 @@ class ShardLoader:
         self.planner.load_state_dict(self._state["planner"])
         self.planner.begin()
         store = MemoryStore(self.timeout) if self.num_workers == 0 else FileStore.create(self.timeout, self.window_dir)
-        builder = BatchBuilder(self.sources, store, self.cache_bytes)
+        builder = BatchBuilder(self.sources, store, self.cache_bytes, ring_slots=self.prefetch_batches + 3)
         plan = _Plan(self, store)
         try:
             for batch, state in self._built(builder, plan):
@@ -402,12 +406,13 @@ class ShardLoader:
             return
         from torch.utils.data import DataLoader
 
+        pin = self.pin_memory and torch.cuda.is_available()
         workers = iter(DataLoader(builder, batch_size=None, sampler=plan, num_workers=self.num_workers,
-                                  collate_fn=_identity, pin_memory=self.pin_memory,
-                                  prefetch_factor=self.prefetch_batches))
+                                  collate_fn=_identity, pin_memory=pin, prefetch_factor=self.prefetch_batches))
+        rings = RingReader(pin)
         try:
-            for buffer, layout, system_ids, state in workers:
-                yield assemble(unpack(buffer, layout), system_ids), state
+            for message, system_ids, state in workers:
+                yield assemble(rings.tensors(message), system_ids), state
         finally:
             del workers  # stops the worker processes now, also when an error is on its way out
 
