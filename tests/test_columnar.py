@@ -74,3 +74,22 @@ def test_batched_lengths_equal_edge_lengths_bit_for_bit(monkeypatch, table_entri
     edge_graph = np.repeat(np.arange(len(graphs)), [g.num_edges for g in graphs])
     got = columnar._lengths(np.concatenate(positions), cells, edge_index, np.concatenate([g.shifts for g in graphs]), edge_graph)
     assert np.array_equal(got.view(np.int64), np.concatenate(expected).view(np.int64))
+
+
+def test_the_refilter_chunking_changes_no_edge(monkeypatch):
+    """Re-filtering a window in chunks of any size keeps the same edges as in one piece (one row per chunk,
+    a few rows, all rows)."""
+    import atomforge.columnar as columnar
+    from atomforge.schema import rows_to_table, to_row
+
+    rows = [to_row(s, neighbor_graph(s, CUTOFF, K_STORE, skin=SKIN)) for s in (varied(i) for i in range(12))]
+    table = rows_to_table(rows)
+    kept = {}
+    for size in (1, 150, 1 << 30):
+        monkeypatch.setattr(columnar, "REFILTER_EDGES", size)
+        block = columnar.decode_rows(table, CUTOFF - 0.7, 9, "tolerant")
+        kept[size] = {name: block.arrays[name] for name in ("kept_src", "kept_dst", "kept_shift", "nkept")}
+    assert len(columnar._chunks(block.starts("ncand"), 150)) > 3
+    for size in (1, 150):
+        for name, array in kept[1 << 30].items():
+            assert np.array_equal(kept[size][name], array), (size, name)

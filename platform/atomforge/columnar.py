@@ -45,7 +45,9 @@ FIELD_ORDER = ("z", "pos", "ref_pos", "edge_index", "shifts", "cand_edge_index",
                "energy", "has_energy", "forces", "has_forces", "stress", "has_stress", "fixed", "tags", "is_md",
                "task", "natoms", "cutoff", "max_neighbors", "system_id")
 PER_ATOM = ("z", "pos", "ref_pos", "forces", "fixed", "tags")
-REFILTER_ROWS = 1024  # rows re-filtered at once (bounds the float64 temporaries of a large window)
+# Candidates re-filtered at once: the float64 temporaries (8 bytes per candidate each) stay in cache and
+# are reused by the allocator; 16x larger chunks ran ~15% slower per structure, mostly in page faults.
+REFILTER_EDGES = 1 << 16
 OFFSET_TABLE_ENTRIES = 1 << 20  # (graph, shift) offsets tabulated at most; beyond, offsets are computed per edge
 
 
@@ -207,10 +209,22 @@ def decode_rows(table: pa.Table, cutoff, max_neighbors, tie_rule: str = "strict"
     }
     _check_values(table, where, first_row, arrays)
     block = RowBlock(arrays)
-    kept = [_kept(block, lo, min(lo + REFILTER_ROWS, rows), tie_rule) for lo in range(0, max(rows, 1), REFILTER_ROWS)]
+    kept = [_kept(block, lo, hi, tie_rule) for lo, hi in _chunks(block.starts("ncand"), REFILTER_EDGES)]
     for name in (*KEPT, "nkept"):
         arrays[name] = np.concatenate([k[name] for k in kept])
     return block
+
+
+def _chunks(starts: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges (lo, hi) of about `size` items each (at least one row; one empty range
+    for no rows), from the rows' item offsets `starts` (num_rows + 1,)."""
+    rows = len(starts) - 1
+    bounds = [0]
+    while bounds[-1] < rows:
+        lo = bounds[-1]
+        hi = int(np.searchsorted(starts, starts[lo] + size, side="right")) - 1
+        bounds.append(min(max(hi, lo + 1), rows))
+    return list(zip(bounds[:-1], bounds[1:])) or [(0, 0)]
 
 
 def _kept(block: RowBlock, lo: int, hi: int, tie_rule: str) -> dict[str, np.ndarray]:
@@ -402,7 +416,7 @@ def assemble(tensors: dict[str, torch.Tensor], system_ids: list[str]) -> Batch:
     natoms = tensors["natoms"]
     rows = len(natoms)
     fields = {**tensors, "ref_pos": tensors["pos"].clone(), "system_id": system_ids}
-    batch = Batch(_base_cls=_data_batch())
+    batch = type.__call__(_data_batch())  # `Batch(_base_cls=...)` without its metaclass's signature inspection
     store = batch._store
     for name in FIELD_ORDER:
         store[name] = fields[name]
