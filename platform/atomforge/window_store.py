@@ -11,6 +11,7 @@ every reader raises, so a corrupt shard stops the run with its name instead of a
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -145,7 +146,10 @@ def _write_block(handle, block: RowBlock) -> None:
 
 
 def _read_block(path: Path) -> RowBlock:
-    mapped = np.memmap(path, dtype=np.uint8, mode="r")
+    # Plain arrays over the mapping, not `np.memmap`: every view and take of a memmap subclass runs its
+    # Python `__array_finalize__`, thousands of times per window.
+    with open(path, "rb") as handle:
+        mapped = np.frombuffer(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ), dtype=np.uint8)
     size = int.from_bytes(mapped[:8].tobytes(), "little")
     layout = json.loads(mapped[8:8 + size].tobytes())
     start = -(-(8 + size) // ALIGN) * ALIGN
