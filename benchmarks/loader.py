@@ -214,12 +214,16 @@ def main() -> int:
 
 def ratios(results: dict) -> dict:
     rate = {name: r["structures_per_s"] for name, r in results.items()}
+    cpu = {name: r.get("structures_per_cpu_s") for name, r in results.items()}
     out = {"loader/w0 / rows+collate (per CPU s)": results["loader/w0"]["structures_per_cpu_s"]
            / results["rows+collate"]["structures_per_cpu_s"],
            "loader/w0 / PaiNN-tiny": rate["loader/w0"] / rate["model PaiNN-tiny fwd+bwd"],
-           "loader/w2 / loader/w1": rate["loader/w2"] / rate["loader/w1"]}
+           "loader/w2 / loader/w1": rate["loader/w2"] / rate["loader/w1"],
+           "loader/w1 / loader/w0 (per CPU s)": cpu["loader/w1"] / cpu["loader/w0"],
+           "loader/w2 / loader/w1 (per CPU s)": cpu["loader/w2"] / cpu["loader/w1"]}
     if "loader/s3" in rate:
         out["loader/w0 / loader/s3"] = rate["loader/w0"] / rate["loader/s3"]
+        out["loader/w0 / loader/s3 (per CPU s)"] = cpu["loader/w0"] / cpu["loader/s3"]
     return out
 
 
