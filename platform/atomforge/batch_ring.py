@@ -88,9 +88,13 @@ class WorkerRing:
         self.num_slots, self.slot_bytes = num_slots, -(-slot_bytes // PAGE) * PAGE
         self.header = -(-num_slots // PAGE) * PAGE
         fd, self.path = tempfile.mkstemp(prefix="ring-", suffix=".slots", dir=directory)
-        try:
-            os.ftruncate(fd, self.header + self.num_slots * self.slot_bytes)
+        try:  # reserved now: a full shared-memory mount fails here, not as a SIGBUS on a later write
+            os.posix_fallocate(fd, 0, self.header + self.num_slots * self.slot_bytes)
             self._map = mmap.mmap(fd, 0)
+        except OSError as error:
+            os.unlink(self.path)
+            raise OSError(f"cannot reserve {num_slots} batch slots of {self.slot_bytes} bytes in {directory} "
+                          f"({error}); give the loader a window_dir with room") from error
         finally:
             os.close(fd)
         self._bytes = np.frombuffer(self._map, dtype=np.uint8)

@@ -422,6 +422,8 @@ class ShardLoader:
         self.planner.load_state_dict(self._state["planner"])
         self.planner.begin()
         store = MemoryStore(self.timeout) if self.num_workers == 0 else FileStore.create(self.timeout, self.window_dir)
+        # a worker's slots in use at once: its prefetch_batches in flight, the batch the consumer holds, the one
+        # before it (still bound while the next is asked for), and one more (e.g. kept for logging)
         builder = BatchBuilder(self.sources, store, self.cache_bytes, ring_slots=self.prefetch_batches + 3)
         plan = _Plan(self, store)
         try:
