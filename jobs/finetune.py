@@ -25,6 +25,7 @@ from atomforge.cli import add_debug_flag, run_main
 from atomforge.finetune.plots import write_plots
 from atomforge.finetune.run import compare, run_variant
 from atomforge.recipes.finetune import RECIPES, recipe, with_downstream, with_replay
+from atomforge.training.config import worker_overrides
 from atomforge.training.overrides import apply_overrides
 from atomforge.training.ray_train import connect
 
@@ -46,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--from-scratch", action="store_true", help="same architecture and budget, no pretraining")
     mode.add_argument("--compare", action="store_true", help="run pretrained and scratch, print them side by side")
     parser.add_argument("--output", help="output directory (default: the recipe's)")
-    parser.add_argument("--num-workers", type=int, help="Ray Train workers (0 = in this process, the recipes' default)")
+    parser.add_argument("--num-workers", metavar="N|MIN..MAX",
+                        help="Ray Train workers (0 = in this process, the recipes' default); MIN..MAX (e.g. 1..4) is elastic")
     add_debug_flag(parser)
     return parser.parse_args(argv)
 
@@ -92,7 +94,7 @@ def build_config(args: argparse.Namespace):
     if args.output:
         overrides.append(f"checkpoint.output={args.output}")
     if args.num_workers is not None:
-        overrides.append(f"scaling.num_workers={args.num_workers}")
+        overrides.extend(worker_overrides(args.num_workers))
     return apply_overrides(config, overrides)
 
 

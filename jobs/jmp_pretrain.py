@@ -20,7 +20,7 @@ from pathlib import Path
 from atomforge.artifacts.checkpoint import latest_checkpoint
 from atomforge.cli import add_debug_flag, run_main
 from atomforge.recipes.jmp import RECIPES, only_tasks, recipe, with_data
-from atomforge.training.config import absolute_local_paths
+from atomforge.training.config import absolute_local_paths, worker_overrides
 from atomforge.training.launch import train
 from atomforge.training.overrides import apply_overrides
 from atomforge.training.ray_train import connect
@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "the tasks named are the run's task set")
     parser.add_argument("--output", help="run directory (local path or s3://...); checkpoints and logs go here")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
-    parser.add_argument("--num-workers", type=int, help="Ray Train workers (0 = in the driver process)")
+    parser.add_argument("--num-workers", metavar="N|MIN..MAX",
+                        help="Ray Train workers (0 = in the driver process); MIN..MAX (e.g. 1..4) is elastic")
     parser.add_argument("--verify-data", action="store_true", help="check every shard's sha256 before training")
     add_debug_flag(parser)
     return parser.parse_args(argv)
@@ -55,7 +56,7 @@ def build_config(args: argparse.Namespace):
     if args.output:
         overrides.append(f"checkpoint.output={args.output}")
     if args.num_workers is not None:
-        overrides.append(f"scaling.num_workers={args.num_workers}")
+        overrides.extend(worker_overrides(args.num_workers))
     return absolute_local_paths(apply_overrides(config, overrides))
 
 

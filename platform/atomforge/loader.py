@@ -326,7 +326,7 @@ class Planner(Protocol):
 
     def begin(self) -> None: ...  # called when an iteration starts, after load_state_dict
 
-    def next_batch(self) -> list[tuple[int, WindowKey, int]] | None: ...  # [(source, window, position)], None = end
+    def next_batch(self) -> list[tuple[int, WindowKey, int]] | None: ...  # [(stream slot, window, position)], None = end
 
     def state_dict(self) -> dict: ...
 
@@ -385,7 +385,7 @@ class ShardLoader:
     `state_dict()` is the state after the last batch handed out, so a loader given it with
     `load_state_dict` continues with exactly the next batch, for any num_workers.
     Args:
-        sources: the planner's streams' data (index = the stream's `source`).
+        sources: the planner's streams' data (index = the stream's `slot`, by default its `source`).
         planner: e.g. `AtomBudgetPlanner` or the training mixer.
         num_workers: builder processes (torch DataLoader workers); 0 builds here.
         pin_memory: page-lock batches for `non_blocking` host-to-GPU copies (CUDA only; ignored otherwise).
@@ -406,10 +406,10 @@ class ShardLoader:
         self._state = {"batches": 0, "planner": planner.state_dict()}
         self._reader = ShardReader(cache_bytes)  # the planner's: num_atoms columns only
         for stream in planner.streams:
-            stream.sizes = self._sizes_of(stream.source)
+            stream.sizes = self._sizes_of(stream.slot)
 
-    def _sizes_of(self, source: int):
-        return lambda window: self._reader.window_sizes(self.sources[source], window)
+    def _sizes_of(self, slot: int):
+        return lambda window: self._reader.window_sizes(self.sources[slot], window)
 
     def state_dict(self) -> dict:
         """{"batches": batches handed out so far, "planner": the planner's state after the last one}."""

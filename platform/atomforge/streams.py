@@ -13,6 +13,11 @@ of its own one chunk (dealt round-robin), so every rank always has rows.
 
 A stream can read a subset of the split (`rows`: e.g. a fine-tuning set's seeded 950 training
 structures out of a pool): chunks then cover the same row ranges but hold only the chosen rows.
+
+`rank` / `world` need not be processes: the trainer gives each *lane* of its global batch (a
+world-independent slice, `training.lanes`) its own stream, rank = lane of world = lanes, and one
+process may hold several lanes' streams of the same source; `slot` (the stream's index among its
+loader's streams) keeps their windows apart.
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ class Chunk:
 class Window:
     """The rows a stream reads together: whole chunks, permuted by `order` (stream position -> concat row).
 
-    `key` = (source, epoch, index) names it for the loader's window store.
+    `key` = (slot, epoch, index) names it for the loader's window store (slot: the stream's index
+    among its loader's streams, by default its source).
     """
 
     key: tuple[int, int, int]
@@ -129,13 +135,15 @@ class RowStream:
     rows; the loader answers it from the decoded window, so the stream itself never reads a shard.
     `epochs=None` streams forever (each exhausted epoch starts the next); otherwise the stream ends.
     `limit` keeps only the split's first rows (in manifest order), e.g. a fixed validation subset;
-    `rows` only those rows of the split (see `make_chunks`).
+    `rows` only those rows of the split (see `make_chunks`). `slot`: the first part of its windows'
+    keys (default `source`): the stream's index in its loader, which may hold several streams of
+    one source (one per lane).
     """
 
     def __init__(self, files: Sequence[ShardFile], sizes: Callable[[Window], np.ndarray] | None = None, *, seed: int,
                  source: int = 0, rank: int = 0, world: int = 1, chunk_rows: int = 512, shuffle_rows: int = 4096,
                  shuffle: bool = True, epochs: int | None = None, limit: int | None = None,
-                 rows: np.ndarray | None = None):
+                 rows: np.ndarray | None = None, slot: int | None = None):
         if not 0 <= rank < world:
             raise ValueError(f"rank must be in [0, {world}), got {rank}")
         if sum(f.num_rows for f in files) == 0:
@@ -144,6 +152,7 @@ class RowStream:
             raise ValueError(f"shuffle_rows must be positive, got {shuffle_rows}")
         self.files, self.sizes = list(files), sizes
         self.seed, self.source, self.rank, self.world = seed, source, rank, world
+        self.slot = source if slot is None else slot
         self.shuffle_rows, self.shuffle, self.epochs = shuffle_rows, shuffle, epochs
         self.chunks = make_chunks(self.files, chunk_rows, limit, rows)
         if not self.chunks:
@@ -162,7 +171,7 @@ class RowStream:
         return self._layouts[epoch]
 
     def window(self, key: tuple[int, int, int]) -> Window:
-        """The window named `key` = (source, epoch, index)."""
+        """The window named `key` = (slot, epoch, index)."""
         return self.windows(key[1])[key[2]]
 
     def _make_windows(self, epoch: int) -> list[Window]:
@@ -180,7 +189,7 @@ class RowStream:
                 current, rows = [], 0
         if current:
             groups.append(current)
-        return [Window((self.source, epoch, i), tuple(g),
+        return [Window((self.slot, epoch, i), tuple(g),
                        (self.seed, 2, self.source, epoch, self.rank, i) if self.shuffle else None)
                 for i, g in enumerate(groups)]
 

@@ -55,7 +55,8 @@ def test_v1_checkpoint_reads_as_the_current_layout():
     read = ckpt.read_checkpoint(CHECKPOINT)
     assert read.written_version == 1 and read.state["format_version"] == ckpt.FORMAT_VERSION
     raw = torch.load(CHECKPOINT / ckpt.STATE_FILE, weights_only=True)
-    assert set(read.state) == set(raw) | {"format", "format_version"}
+    assert set(read.state) == set(raw) | {"format", "format_version", "lanes"}
+    assert read.state["lanes"] == raw["world_size"] == len(raw["mixers"])  # a v1/v2 run's lanes were its ranks
     assert all(torch.equal(read.state["model"][k], v) for k, v in raw["model"].items())  # every weight as written
     added = set(read.state["model"]) - set(raw["model"])  # parameters added since, at their initial values
     assert added == {"embedding_head.pooled_norm.weight", "embedding_head.pooled_norm.bias"}
@@ -95,7 +96,7 @@ def test_newer_formats_are_refused_with_their_version(tmp_path):
     shutil.copytree(CHECKPOINT, tmp_path / "checkpoint")
     state = torch.load(CHECKPOINT / ckpt.STATE_FILE, weights_only=True)
     torch.save({**state, "format": ckpt.FORMAT, "format_version": 99}, tmp_path / "checkpoint" / ckpt.STATE_FILE)
-    with pytest.raises(ValueError, match=r"version 99; this atomforge reads 'atomforge-checkpoint' versions 1\.\.2"):
+    with pytest.raises(ValueError, match=r"version 99; this atomforge reads 'atomforge-checkpoint' versions 1\.\.3"):
         load_model(str(tmp_path / "checkpoint"))
     shutil.copytree(FIXTURE / "export", tmp_path / "export")
     config = json.loads((FIXTURE / "export" / "config.json").read_text())

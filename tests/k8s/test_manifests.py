@@ -200,3 +200,40 @@ def test_docs_say_how_to_create_every_secret_and_apply_every_overlay():
     for overlay in OVERLAYS:
         assert f"k8s/overlays/{overlay}" in text
     assert "RAY_AUTH_MODE=token" in text and "port-forward" in text
+
+
+def _cpus(quantity) -> float:
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_elastic_pretraining_range_fits_the_worker_groups(rendered, overlay):
+    """`--num-workers MIN..MAX` (elastic): the groups at maxReplicas hold MAX Ray Train workers (Ray Train asks
+    for MAX; the autoscaler adds pods for them), and where MAX spans several pods the pods left after losing
+    one still hold MIN, so the run continues on fewer workers instead of waiting for a replacement."""
+    import shlex
+
+    from atomforge.recipes.jmp import recipe
+    from atomforge.training.config import worker_overrides
+    from atomforge.training.overrides import apply_overrides
+
+    docs = rendered[overlay]
+    (job,) = [j for j in of_kind(docs, "RayJob") if "jmp_pretrain.py" in j["spec"]["entrypoint"]]
+    args = shlex.split(job["spec"]["entrypoint"])
+    workers = args[args.index("--num-workers") + 1]
+    scaling = apply_overrides(recipe(args[args.index("--recipe") + 1]), worker_overrides(workers)).scaling
+    assert scaling.elastic, f"{overlay}: pretraining --num-workers {workers} is not an elastic MIN..MAX range"
+    (cluster,) = of_kind(docs, "RayCluster")
+    per_pod = []  # Ray Train workers each pod of each group can hold, every pod up to maxReplicas
+    for group in cluster["spec"]["workerGroupSpecs"]:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        fit = int(_cpus(limits["cpu"]) // scaling.cpus_per_worker)
+        if scaling.use_gpu:
+            fit = min(fit, int(limits.get("nvidia.com/gpu", 0)))
+        per_pod += [fit] * group["maxReplicas"]
+    per_pod.sort(reverse=True)
+    used = next((n for n in range(1, len(per_pod) + 1) if sum(per_pod[:n]) >= scaling.num_workers), None)
+    assert used is not None, f"{overlay}: {sum(per_pod)} workers fit at maxReplicas, fewer than {scaling.num_workers}"
+    if used > 1:
+        assert sum(per_pod[1:used]) >= scaling.min_workers, f"{overlay}: losing one of {used} pods leaves too few"

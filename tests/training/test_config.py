@@ -101,3 +101,22 @@ def test_fp16_needs_a_gpu_whatever_the_override_order():
     both = apply_overrides(debug_cpu(), ["scaling.amp=fp16", "scaling.use_gpu=True"])  # amp first: accepted
     assert (both.scaling.amp, both.scaling.use_gpu) == ("fp16", True)
     assert apply_overrides(debug_cpu(), ["scaling.amp=bf16"]).scaling.amp == "bf16"  # bf16 autocasts on CPU
+
+
+def test_num_workers_range_is_ray_trains_elastic_range_with_the_global_batch_of_the_most():
+    from atomforge.training.config import worker_overrides
+    from atomforge.training.ray_train import torch_trainer
+
+    elastic = apply_overrides(jmp_s(), worker_overrides("8..16")).scaling  # jmp_s: 8 fixed workers
+    assert (elastic.min_workers, elastic.num_workers, elastic.lanes, elastic.elastic) == (8, 16, 16, True)
+    fixed = apply_overrides(jmp_s(), [*worker_overrides("8..16"), *worker_overrides("4")]).scaling
+    assert (fixed.min_workers, fixed.num_workers, fixed.lanes, fixed.elastic) == (None, 4, 4, False)
+    config = apply_overrides(debug_cpu(), [*worker_overrides("1..2"), "scaling.resize_interval_s=5"])
+    trainer = torch_trainer(config)
+    assert trainer.scaling_config.num_workers == (1, 2) and trainer.scaling_config.elastic_resize_monitor_interval_s == 5
+    assert torch_trainer(debug_cpu()).scaling_config.num_workers == 2
+    for text, message in (("two", "N or MIN..MAX"), ("3..2", "1 <= MIN <= MAX"), ("0..2", "1 <= MIN <= MAX")):
+        with pytest.raises(ValueError, match=message):
+            worker_overrides(text)
+    with pytest.raises(ValueError, match="scaling.min_workers must be in 1..num_workers"):
+        apply_overrides(debug_cpu(), ["scaling.min_workers=3"])

@@ -29,6 +29,7 @@ def scales(module: torch.nn.Module) -> dict[str, float]:
 
 
 def fit_ranks(config, world: int):
+    config = apply_overrides(config, [f"scaling.num_workers={world}"])  # a global batch of `world` lanes
     write_resolved_config(config)
     group = ThreadGroup(world)
     sink = RunDirectory(config.checkpoint.output, config.checkpoint.num_to_keep)

@@ -23,7 +23,8 @@ TASKS = ("oc20", "ani1x")
 
 
 def config_for(tiny_shards, output, *overrides):
-    return only_tasks(tiny_config(tiny_shards, output, "val_every=0", *overrides), TASKS)
+    """The global batch of two workers (two lanes, `training.lanes`): the two in-process ranks stand in for them."""
+    return only_tasks(tiny_config(tiny_shards, output, "val_every=0", "scaling.num_workers=2", *overrides), TASKS)
 
 
 def fit_two_ranks(config, hooks=()):

@@ -1,8 +1,9 @@
 """Training checkpoints: the directory layout, its format versions, and copying them to and from storage.
 
 One directory per checkpoint, `checkpoint_{step:08d}`, in a run directory (local or any fsspec URL):
-    state.pt     torch.save of the training state: format, format_version, step, world_size, model,
-                 ema, optimizer, scheduler, scaler, mixers (every rank's, gathered by rank 0), torch_rng.
+    state.pt     torch.save of the training state: format, format_version, step, world_size (the
+                 ranks that wrote it), lanes (of the global batch: `training.lanes`), model, ema,
+                 optimizer, scheduler, scaler, mixers (every lane's loader state, in lane order), torch_rng.
                  Tensors, containers and numbers only: read with torch.load(weights_only=True), so
                  reading a checkpoint never runs code. Written last (via a rename): a checkpoint is
                  complete once state.pt exists.
@@ -20,6 +21,8 @@ Format versions (FORMAT_VERSION is the one written):
        models whose radial envelope multiplied the basis and whose energy mean was added per
        structure (read back with envelope="basis", mean_reference="structure": `pretrained.legacy_model`).
     2  state.pt records format and format_version; tasks.json holds every task's record.
+    3  state.pt records `lanes`; `mixers` is per lane (a version-2 run had one lane per rank, so its
+       per-rank mixers are its lanes: lanes = world_size).
 `read_checkpoint` reads every version up to FORMAT_VERSION: the files as written, then the upgrade
 of each version to the next (`UPGRADES[v]`, pure functions of the JSON and the state) until the
 current one, so callers only ever see the current layout. A newer version is refused.
@@ -48,7 +51,7 @@ from atomforge.artifacts.pretrained import (
 from atomforge.storage import download_files, filesystem
 
 FORMAT = "atomforge-checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.json"
@@ -132,7 +135,13 @@ def upgrade_v1(checkpoint: Checkpoint) -> Checkpoint:
     return replace(checkpoint, state=state, model=model, tasks=task_records_from_config(checkpoint.config, model))
 
 
-UPGRADES: dict[int, Callable[[Checkpoint], Checkpoint]] = {1: upgrade_v1}
+def upgrade_v2(checkpoint: Checkpoint) -> Checkpoint:
+    """Version 2 -> 3: a version-2 run's rank r read what lane r reads now, so its lanes are its ranks."""
+    state = {**checkpoint.state, "format_version": 3, "lanes": int(checkpoint.state.get("world_size", 1))}
+    return replace(checkpoint, state=state)
+
+
+UPGRADES: dict[int, Callable[[Checkpoint], Checkpoint]] = {1: upgrade_v1, 2: upgrade_v2}
 
 
 def task_records_from_config(config: Mapping[str, Any], model_json: Mapping[str, Any] | None) -> dict[str, dict]:

@@ -29,6 +29,7 @@ from atomforge.training.data import (
 from atomforge.training.distributed import Distributed, SingleProcess
 from atomforge.training.hooks import EarlyStopping, Hook
 from atomforge.training.initialization import initial_model, model_tasks
+from atomforge.training.lanes import owned_lanes
 from atomforge.training.optim import build_ema, build_optimizer, build_scheduler
 from atomforge.training.trainer import Trainer, TrainerParts
 
@@ -64,7 +65,9 @@ def data_specs(config: TrainConfig, sources: Mapping[str, TaskSource], splits: M
 
 
 def build_parts(config: TrainConfig, rank: int, world: int, device: torch.device) -> TrainerParts:
-    """Everything `Trainer` needs for rank `rank` of `world`."""
+    """Everything `Trainer` needs for rank `rank` of `world` (1 <= world <= scaling.lanes; the rank's
+    training batches are those of its lanes of the global batch, `training.lanes`)."""
+    lanes = owned_lanes(rank, world, config.scaling.lanes)
     sources = {name: open_source(task.dataset_name, task.url) for name, task in config.data.tasks.items()}
     splits = {name: task_splits(sources[name], config.data, task) for name, task in config.data.tasks.items()}
     pretrained = load_init(config)
@@ -82,8 +85,8 @@ def build_parts(config: TrainConfig, rank: int, world: int, device: torch.device
     scheduler = build_scheduler(optimizer, config.max_steps, config.optim)
     all_specs = model_tasks(specs, pretrained, config.init.keep_heads)
     index = {name: model.tasks.index(name) for name in config.data.tasks}
-    loader, probabilities = train_loader(config.data, sources, splits, specs, index, config.seed, rank, world,
-                                         config.optim.grad_accum, pin_memory=device.type == "cuda")
+    loader, probabilities = train_loader(config.data, sources, splits, specs, index, config.seed, lanes,
+                                         config.scaling.lanes, config.optim.grad_accum, pin_memory=device.type == "cuda")
     return TrainerParts(
         model=model, objective=objective, specs=all_specs, optimizer=optimizer, scheduler=scheduler, ema=ema,
         train_loader=loader, val_loaders=validation_loaders(config.data, sources, splits, specs, index, rank, world),

@@ -200,24 +200,63 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ScalingConfig:
-    """Ray Train workers. num_workers=0 runs the trainer in the calling process (no Ray)."""
+    """Ray Train workers. num_workers=0 runs the trainer in the calling process (no Ray).
+
+    Elastic (`min_workers` set): Ray Train runs min_workers..num_workers workers, as many as the
+    cluster has room for; a run that loses workers restarts from its newest checkpoint on fewer
+    (each restart is one of `max_failures`, so set it, -1 = unlimited) and grows back when
+    resources return (checked every `resize_interval_s` s). The global batch is the same on every
+    world size: it has `lanes` = num_workers lanes of `optim.grad_accum` micro-batches
+    (`training.lanes`), and a smaller world runs several lanes per worker.
+    """
 
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     amp: str = "none"  # none | bf16 (autocast, CUDA or CPU) | fp16 (autocast + GradScaler, CUDA only)
-    max_failures: int = 0  # worker failures Ray Train recovers from (restart from last checkpoint)
+    max_failures: int = 0  # worker-group failures Ray Train recovers from (restart from last checkpoint); -1 = any
+    min_workers: int | None = None  # None: always num_workers; else elastic min_workers..num_workers
+    resize_interval_s: float = 60.0  # elastic: how often Ray Train looks for room to grow the worker group
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
             raise ValueError(f"scaling.amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.num_workers < 0:
             raise ValueError(f"scaling.num_workers must be >= 0, got {self.num_workers}")
+        if self.max_failures < -1:
+            raise ValueError(f"scaling.max_failures must be >= 0 or -1 (unlimited), got {self.max_failures}")
+        if self.min_workers is not None and not 1 <= self.min_workers <= self.num_workers:
+            raise ValueError(f"scaling.min_workers must be in 1..num_workers ({self.num_workers}) or None, "
+                             f"got {self.min_workers}")
+        if self.resize_interval_s < 0:
+            raise ValueError(f"scaling.resize_interval_s must be >= 0, got {self.resize_interval_s}")
 
     @property
     def world(self) -> int:
-        """Training processes: the Ray Train workers, or this process alone."""
+        """Training processes of a full-size run: the Ray Train workers (the most, when elastic), or this process."""
         return max(self.num_workers, 1)
+
+    @property
+    def lanes(self) -> int:
+        """The global batch's lanes (`training.lanes`): one per worker of a full-size run."""
+        return self.world
+
+    @property
+    def elastic(self) -> bool:
+        return self.min_workers is not None and self.min_workers < self.num_workers
+
+
+def worker_overrides(text: str) -> list[str]:
+    """`--num-workers` as `--set` assignments: "N" a fixed group of N, "MIN..MAX" (e.g. 1..4) elastic."""
+    low, sep, high = text.partition("..")
+    try:
+        bounds = (int(low), int(high)) if sep else (None, int(low))
+    except ValueError:
+        raise ValueError(f"--num-workers expects N or MIN..MAX (e.g. 1..4), got {text!r}") from None
+    if sep and not 1 <= bounds[0] <= bounds[1]:
+        raise ValueError(f"--num-workers {text}: need 1 <= MIN <= MAX")
+    elastic = [] if bounds[0] is None else [f"scaling.min_workers={bounds[0]}"]
+    return ["scaling.min_workers=None", f"scaling.num_workers={bounds[1]}", *elastic]
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,16 @@ RMS). `task_splits` says which rows train, validate and test: the shards' own sp
 `Subset` of exact counts from one pool split (fine-tuning sets). `resolve_spec` gives the task's
 normalisers: the manifest's, fitted on the training rows used (`label_stats.StatsAccumulator`, the
 pipeline's own fitter, over Arrow columns) or the pretrained model's. Training batches come from one
-`ShardLoader` whose planner is the temperature `TaskMixer` over every task's stream (or, batching
-"epochs", epoch-aligned batches of one task); validation and test from unshuffled one-epoch loaders.
+`ShardLoader` whose planner runs this rank's lanes of the global batch (`training.lanes`), each the
+temperature `TaskMixer` over its own stream of every task (or, batching "epochs", epoch-aligned
+batches of one task); validation and test from unshuffled one-epoch loaders.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ from atomforge.storage import read_bytes
 from atomforge.streams import RowStream, ShardFile
 from atomforge.tasks import TaskSpec, labels_in
 from atomforge.training.config import DataConfig, Subset, TaskData
+from atomforge.training.lanes import LanePlanner
 from atomforge.training.mixer import TaskMixer, mixing_probabilities
 
 ROLES = ("train", "val", "test")
@@ -192,26 +194,32 @@ def _source(task: TaskSource, split: Split, spec: TaskSpec, index: int) -> Sourc
 
 
 def train_loader(config: DataConfig, sources: Mapping[str, TaskSource], splits: Mapping[str, Mapping[str, Split]],
-                 specs: Mapping[str, TaskSpec], index: Mapping[str, int], seed: int, rank: int, world: int,
-                 micro_batches: int, pin_memory: bool = False) -> tuple[ShardLoader, dict[str, float]]:
-    """Worker `rank` of `world`'s endless training batches and each task's sampling probability.
+                 specs: Mapping[str, TaskSpec], index: Mapping[str, int], seed: int, lanes: Sequence[int],
+                 num_lanes: int, micro_batches: int, pin_memory: bool = False) -> tuple[ShardLoader, dict[str, float]]:
+    """The endless training batches of the lanes `lanes` (of `num_lanes`: `training.lanes`) and each task's
+    sampling probability.
 
-    batching "mixed": the temperature mixer over every task's stream (batch i is micro-batch
-    i % micro_batches of step i // micro_batches, the mixer's seeding); "epochs": one task's rows in
-    batches that end with each epoch. `index`: task name -> the model's task id its graphs carry.
+    Per lane, batching "mixed": the temperature mixer over every task's stream (the lane's batch i is
+    micro-batch i % micro_batches of step i // micro_batches, the mixer's seeding); "epochs": one
+    task's rows in batches that end with each epoch. `index`: task name -> the model's task id its
+    graphs carry.
     """
     names = list(config.tasks)
     loader_sources = [_source(sources[t], splits[t]["train"], specs[t], index[t]) for t in names]
-    streams = {t: RowStream(s.files, seed=seed, source=i, rank=rank, world=world, chunk_rows=config.chunk_rows,
-                            shuffle_rows=config.shuffle_rows, rows=splits[t]["train"].rows)
-               for i, (t, s) in enumerate(zip(names, loader_sources))}
-    if config.batching == "epochs":
-        planner = AtomBudgetPlanner(streams[names[0]], config.max_atoms, config.max_structures, epochs=None)
-        probabilities = {names[0]: 1.0}
-    else:
-        probabilities = task_probabilities(config, {t: splits[t]["train"].num_rows for t in names})
-        planner = TaskMixer(streams, probabilities, seed, rank, config.max_atoms, config.max_structures, micro_batches)
-    loader = ShardLoader(loader_sources, planner, num_workers=config.num_workers, pin_memory=pin_memory)
+    probabilities = (task_probabilities(config, {t: splits[t]["train"].num_rows for t in names})
+                     if config.batching == "mixed" else {names[0]: 1.0})
+    planners = {}
+    for k, lane in enumerate(lanes):
+        streams = {t: RowStream(s.files, seed=seed, source=i, rank=lane, world=num_lanes, chunk_rows=config.chunk_rows,
+                                shuffle_rows=config.shuffle_rows, rows=splits[t]["train"].rows, slot=k * len(names) + i)
+                   for i, (t, s) in enumerate(zip(names, loader_sources))}
+        if config.batching == "epochs":
+            planners[lane] = AtomBudgetPlanner(streams[names[0]], config.max_atoms, config.max_structures, epochs=None)
+        else:
+            planners[lane] = TaskMixer(streams, probabilities, seed, lane, config.max_atoms, config.max_structures,
+                                       micro_batches)
+    loader = ShardLoader(loader_sources * len(lanes), LanePlanner(planners, micro_batches),
+                         num_workers=config.num_workers, pin_memory=pin_memory)
     return loader, probabilities
 
 

@@ -107,14 +107,15 @@ def check_data(config: TrainConfig, verify: bool = False) -> list[str]:
 def steps_per_epoch(config: TrainConfig, rows: Mapping[str, int]) -> int:
     """Optimizer steps in one epoch: one pass over the training rows `rows` of the non-replay tasks.
 
-    batching "epochs" (one task): ceil(rows / (world · max_structures · grad_accum)), exact with one
-    worker when `data.max_structures` (not the atom budget) ends the batches; with several workers
-    each takes its own chunks of rows, so a worker's epoch may be a batch longer. batching "mixed":
-    a step draws a share Σ p_d of downstream structures (`data.task_probabilities`), so an epoch is
-    ceil(Σ N_d / (Σ p_d · world · max_structures · grad_accum)) steps, a pass in expectation."""
+    batching "epochs" (one task): ceil(rows / (lanes · max_structures · grad_accum)), exact with one
+    lane when `data.max_structures` (not the atom budget) ends the batches; with several lanes
+    (`training.lanes`) each takes its own chunks of rows, so a lane's epoch may be a batch longer.
+    batching "mixed": a step draws a share Σ p_d of downstream structures (`data.task_probabilities`),
+    so an epoch is ceil(Σ N_d / (Σ p_d · lanes · max_structures · grad_accum)) steps, a pass in
+    expectation. The same whatever number of workers an elastic run has."""
     if config.data.max_structures is None:
         raise ValueError("epochs: an epoch budget needs data.max_structures (the batch size in structures)")
-    per_step = config.scaling.world * config.data.max_structures * config.optim.grad_accum
+    per_step = config.scaling.lanes * config.data.max_structures * config.optim.grad_accum
     downstream = config.downstream_tasks()
     if config.data.batching == "epochs":
         return max(1, math.ceil(rows[downstream[0]] / per_step))

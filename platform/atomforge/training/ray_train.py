@@ -6,6 +6,14 @@ group (`training.distributed.TorchDistributed` wraps it), restarting a failed wo
 else is the trainer's. A restarted group resumes from `ray.train.get_checkpoint()`, or from the
 newest complete checkpoint in the run directory (a group that fails right after a report can
 restart before the controller registered that checkpoint: the run directory is the truth).
+
+Elastic runs (`scaling.min_workers`) are Ray Train V2's elastic training: `ScalingConfig(num_workers=
+(min, max))`. Ray asks for max workers and starts with as many as there is room for (at least
+min); when a worker or node is lost, the group (one failure of `FailureConfig.max_failures`)
+restarts from the latest checkpoint on the workers that fit, and every `resize_interval_s` a
+running group whose cluster has room for more is restarted larger (a resize, not a failure).
+Either way the new group restores the checkpoint on its own number of ranks, and the trainer's
+lanes (`training.lanes`) keep the global batch and the row sequence of the full-size run.
 """
 
 from __future__ import annotations
@@ -93,15 +101,17 @@ def storage(output: str) -> tuple[str, str, object]:
 
 
 def torch_trainer(config: TrainConfig, hooks: Sequence[Hook] = ()) -> TorchTrainer:
-    """A TorchTrainer running `train_worker` with the config's workers, storage and failure policy."""
+    """A TorchTrainer running `train_worker` with the config's workers (elastic min..max when
+    `scaling.min_workers` is set), storage and failure policy."""
     storage_path, name, storage_fs = storage(config.checkpoint.output)
     scaling = config.scaling
+    workers = (scaling.min_workers, scaling.num_workers) if scaling.elastic else scaling.num_workers
     return TorchTrainer(
         train_worker,
         train_loop_config={"config": config, "hooks": list(hooks)},
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+            num_workers=workers, use_gpu=scaling.use_gpu, elastic_resize_monitor_interval_s=scaling.resize_interval_s,
             resources_per_worker={"CPU": scaling.cpus_per_worker} | ({"GPU": 1} if scaling.use_gpu else {}),
         ),
         run_config=ray.train.RunConfig(

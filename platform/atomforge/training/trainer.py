@@ -11,8 +11,11 @@ loaders, ...) are built from a config by `training.build`.
 Gradients are reduced explicitly (one flattened all-reduce per step) rather than through DDP's
 reducer: objectives call the model several times per step (SCD's two passes, DeNS) and per-task
 heads go unused on some ranks, which DDP's bucketed hooks do not support without
-`find_unused_parameters` and a static graph. Randomness (task draws, objective noise) is seeded by
-(seed, rank, step, micro-batch), so a resumed run repeats an uninterrupted one exactly.
+`find_unused_parameters` and a static graph. A step's data is the global batch's lanes
+(`training.lanes`): this rank runs `grad_accum` micro-batches of each lane it holds, so the step
+is the same on any number of ranks. Randomness (task draws, objective noise) is seeded by
+(seed, lane, step, micro-batch), so a resumed run repeats an uninterrupted one exactly, also when
+it resumes on another number of ranks (an elastic restart).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from atomforge.training.checkpoints import RunDirectory, write_weights
 from atomforge.training.config import TrainConfig
 from atomforge.training.distributed import Distributed, SingleProcess
 from atomforge.training.hooks import Hook
+from atomforge.training.lanes import merge_states, next_epoch_state, owned_lanes, rank_state, samples_seen
 from atomforge.training.metrics import MetricsLogger, log_dirs
 from atomforge.training.optim import clip_gradients
 from atomforge.training.overrides import to_jsonable
@@ -79,6 +83,7 @@ class Trainer:
         self.config, self.parts = config, parts
         self.dist = dist or SingleProcess()
         self.rank, self.world = self.dist.rank, self.dist.world
+        self.lanes = owned_lanes(self.rank, self.world, config.scaling.lanes)  # this rank's lanes of each step
         self.sink = sink or RunDirectory(config.checkpoint.output, config.checkpoint.num_to_keep)
         self.hooks = list(hooks)
         self.device = torch.device(device)
@@ -149,30 +154,24 @@ class Trainer:
         self.stop_reason = reason
 
     def train_step(self) -> dict[str, float]:
-        """One optimizer step over `grad_accum` micro-batches; the loss is the per-structure mean over
-        every micro-batch of every rank (`reduction`), other metrics this rank's micro-batch means."""
+        """One optimizer step over `grad_accum` micro-batches of each of this rank's lanes; the loss is the
+        per-structure mean over every micro-batch of every rank (`reduction`), other metrics this rank's
+        micro-batch means."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         accum = self.config.optim.grad_accum
         sums: dict[str, float] = {}
         num_structures, loss_sum, waited = 0, 0.0, 0.0
-        for micro in range(accum):
-            started = time.perf_counter()
-            batch = self._next_batch()  # micro-batch `micro` of this step (the planner's seeding)
-            waited += time.perf_counter() - started
-            for index, count in enumerate(torch.bincount(batch.task, minlength=len(self.task_names)).tolist()):
-                self.seen[self.task_names[index]] += count
-            count = batch.num_graphs
-            batch = batch_to(batch, self.device)
-            with self._autocast():
-                result = self.objective.run(self.model, batch, self.context(0, micro, training=True))
-            weight = micro_batch_weight(count)
-            self.scaler.scale(result.loss * weight).backward()
-            num_structures += count
-            loss_sum += float(result.loss.detach()) * weight
-            for k, v in result.metrics.items():
-                if k != "loss":
-                    sums[k] = sums.get(k, 0.0) + float(v) / accum
+        for lane in self.lanes:
+            for micro in range(accum):
+                started = time.perf_counter()
+                batch = self._next_batch()  # micro-batch `micro` of this step in lane `lane` (the planner's order)
+                waited += time.perf_counter() - started
+                count, loss = self._micro_step(batch, self.context(0, micro, training=True, lane=lane), sums)
+                num_structures += count
+                loss_sum += loss
+        for k in sums:
+            sums[k] /= accum * len(self.lanes)
         loss, _ = reduce_step(self.model, loss_sum, num_structures, self.dist)
         self.scaler.unscale_(self.optimizer)
         grad_norm = clip_gradients(self.model, self.config.optim.grad_clip)
@@ -183,15 +182,33 @@ class Trainer:
             self.ema.update_parameters(self.model)
         group = self.optimizer.param_groups[0]  # lr of the base: layer-wise groups carry their multiplier
         lr = group["lr"] / group.get("lr_multiplier", 1.0)
-        return {**sums, "loss": loss, "grad_norm": grad_norm, "lr": lr,
+        return {**sums, "loss": loss, "grad_norm": grad_norm, "lr": lr, "world": float(self.world),
                 "num_structures": num_structures, "time/data_s": waited}
 
-    def context(self, stream: int, micro: int, training: bool) -> ObjectiveContext:
-        """The objective context of micro-batch `micro` of this step; `stream` 0 trains, 1 validates."""
+    def _micro_step(self, batch, context: ObjectiveContext, sums: dict[str, float]) -> tuple[int, float]:
+        """Forward and backward of one micro-batch (loss weighted by its structure count); (structures,
+        weighted loss), its other metrics added to `sums`."""
+        for index, count in enumerate(torch.bincount(batch.task, minlength=len(self.task_names)).tolist()):
+            self.seen[self.task_names[index]] += count
+        count = batch.num_graphs
+        batch = batch_to(batch, self.device)
+        with self._autocast():
+            result = self.objective.run(self.model, batch, context)
+        weight = micro_batch_weight(count)
+        self.scaler.scale(result.loss * weight).backward()
+        for k, v in result.metrics.items():
+            if k != "loss":
+                sums[k] = sums.get(k, 0.0) + float(v)
+        return count, float(result.loss.detach()) * weight
+
+    def context(self, stream: int, micro: int, training: bool, lane: int | None = None) -> ObjectiveContext:
+        """The objective context of micro-batch `micro` of this step; `stream` 0 trains (seeded by `lane`,
+        default this rank's number), 1 validates (seeded by this rank)."""
         graphs = list(self.parts.graph_params.values())
         skins = [float(g["skin"]) for g in graphs if g.get("skin") is not None]
         k_stores = [int(g["k_store"]) for g in graphs if g.get("k_store") is not None]
-        generator = torch.Generator(self.device).manual_seed(step_seed(self.config.seed, stream + 1, self.rank, self.step, micro))
+        seed = step_seed(self.config.seed, stream + 1, self.rank if lane is None else lane, self.step, micro)
+        generator = torch.Generator(self.device).manual_seed(seed)
         return ObjectiveContext(generator=generator, tasks=dict(self.parts.specs), task_names=self.task_names,
                                 step=self.step, total_steps=self.config.max_steps, training=training,
                                 skin=min(skins) if skins else 0.0, k_store=min(k_stores) if k_stores else None)
@@ -246,9 +263,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self, loaders: list[dict]) -> dict[str, Any]:
-        """The training state; `loaders` = every rank's loader state (gathered)."""
+        """The training state; `loaders` = every lane's loader state (`lanes.merge_states`)."""
         return {
-            "step": self.step, "world_size": self.world, "model": self.model.state_dict(),
+            "step": self.step, "world_size": self.world, "lanes": self.config.scaling.lanes,
+            "model": self.model.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "mixers": loaders,
             "hooks": {h.name: h.state_dict() for h in self.hooks if h.state_dict() is not None},
@@ -257,11 +275,12 @@ class Trainer:
 
     def save(self) -> None:
         """Checkpoint `checkpoint_<step>` (collective: every rank calls it)."""
-        loaders = self.dist.all_gather(self.parts.train_loader.state_dict())  # after the batches consumed
+        gathered = self.dist.all_gather(self.parts.train_loader.state_dict())  # after the batches consumed
         report = {"step": self.step, **{k: v for k, v in self.last.items() if isinstance(v, (int, float))}}
         write = None
         if self.rank == 0:
-            state = self.state_dict(loaders)
+            lane_batches = self.step * self.config.optim.grad_accum
+            state = self.state_dict(merge_states(gathered, self.config.scaling.lanes, lane_batches))
 
             def write(folder: Path) -> None:
                 self._write(folder, state)
@@ -305,26 +324,23 @@ class Trainer:
         for hook in self.hooks:
             if hook.name in hooks:
                 hook.load_state_dict(hooks[hook.name])
-        planner = self.parts.train_loader.state_dict()["planner"]
-        if "samples_seen" in planner:
-            self.seen.update(planner["samples_seen"])
+        self.seen.update(samples_seen(self.parts.train_loader.state_dict()["planner"]))
         if self.logger is not None:
-            print(f"resumed from step {self.step}", flush=True)
+            print(f"resumed from step {self.step} (saved by {state['world_size']} workers, now {self.world})", flush=True)
         return True
 
     def _restore_loader(self, state: Mapping[str, Any]) -> None:
-        loader = self.parts.train_loader
-        if state["world_size"] == self.world:
-            loader.load_state_dict(state["mixers"][self.rank])
+        """Every lane continues from its saved position, whatever the number of ranks now holding the lanes.
+        A checkpoint of another lane count (scaling.num_workers changed: another global batch) cannot
+        continue the same rows: every stream starts its next epoch."""
+        lane_batches = self.step * self.config.optim.grad_accum
+        lanes = self.config.scaling.lanes
+        if int(state["lanes"]) == lanes:
+            self.parts.train_loader.load_state_dict(rank_state(state["mixers"], self.lanes, lane_batches))
             return
-        # A different worker count cannot continue the same rows: every stream starts its next epoch.
-        saved = state["mixers"][0]["planner"]
-        batches = self.step * self.config.optim.grad_accum
-        streams = saved.get("streams", {"0": saved.get("stream")})
-        fresh = {t: {"epoch": int(s["epoch"]) + 1, "position": 0} for t, s in streams.items()}
-        planner = ({"streams": fresh, "samples_seen": saved["samples_seen"], "pending": None, "batches": batches}
-                   if "streams" in saved else {"stream": next(iter(fresh.values()))})
-        loader.load_state_dict({"batches": batches, "planner": planner})
+        self.warn(f"the checkpoint's global batch has {state['lanes']} lanes (scaling.num_workers then), this run "
+                  f"{lanes}: the batch size changed and every data stream starts its next epoch")
+        self.parts.train_loader.load_state_dict(next_epoch_state(state["mixers"], self.lanes, lane_batches))
 
     # ------------------------------------------------------------------ helpers
     def _autocast(self):
