@@ -130,3 +130,16 @@ def test_three_lanes_dealt_to_one_two_or_three_ranks_give_the_same_steps_and_a_w
 def test_more_ranks_than_lanes_is_refused(tiny_shards, tmp_path):
     with pytest.raises(ValueError, match="3 ranks for a global batch of 2 lanes"):
         build_parts(config_for(tiny_shards, tmp_path / "run"), 0, 3, torch.device("cpu"))
+
+
+def test_a_checkpoint_of_another_lane_count_starts_every_stream_after_its_furthest_epoch():
+    """Another scaling.num_workers is another global batch: the saved rows cannot continue, none is repeated."""
+    from atomforge.training.lanes import next_epoch_state
+
+    saved = [{"batches": 8, "planner": {"streams": {"a": {"epoch": e, "position": 5}, "b": {"epoch": 0, "position": 9}},
+                                        "samples_seen": {"a": 3, "b": 4}, "pending": "a", "batches": 8}} for e in (1, 2)]
+    state = next_epoch_state(saved, owned=(0, 2), lane_batches=8)
+    assert state["batches"] == 16 and set(state["planner"]["lanes"]) == {0, 2}
+    for lane in state["planner"]["lanes"].values():
+        assert lane["streams"] == {"a": {"epoch": 3, "position": 0}, "b": {"epoch": 1, "position": 0}}
+        assert lane["pending"] is None and lane["batches"] == 8

@@ -326,7 +326,8 @@ class Trainer:
                 hook.load_state_dict(hooks[hook.name])
         self.seen.update(samples_seen(self.parts.train_loader.state_dict()["planner"]))
         if self.logger is not None:
-            print(f"resumed from step {self.step} (saved by {state['world_size']} workers, now {self.world})", flush=True)
+            print(f"resumed from step {self.step} on {workers(self.world)} (saved by {workers(state['world_size'])})",
+                  flush=True)
         return True
 
     def _restore_loader(self, state: Mapping[str, Any]) -> None:
@@ -371,6 +372,10 @@ class Trainer:
             batch, self.pending = self.pending, None
             return batch
         return next(self.batches)
+
+
+def workers(count: int) -> str:
+    return f"{count} worker" if count == 1 else f"{count} workers"
 
 
 def step_seed(*parts: int) -> int:
