@@ -98,6 +98,7 @@ def test_only_the_trained_tasks_rows_get_a_gradient():
 def run_two_ranks(config):
     """`config` (resolved by `prepare`) fitted on two in-process ranks; rank 0's trainer."""
     config = prepare(config)[0]
+    config = dataclasses.replace(config, scaling=dataclasses.replace(config.scaling, num_workers=2))  # 2 lanes, 2 ranks
     write_resolved_config(config)
     group = ThreadGroup(2)
     trainers = [build_trainer(config, rank) for rank in group.ranks()]

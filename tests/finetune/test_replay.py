@@ -59,6 +59,7 @@ def finetuning(rmd17_shards: str, run: Path, output: Path, steps: int):
 
 def fit_two_ranks(config):
     config = prepare(config)[0]
+    config = dataclasses.replace(config, scaling=dataclasses.replace(config.scaling, num_workers=2))  # 2 lanes, 2 ranks
     write_resolved_config(config)
     group = ThreadGroup(2)
     trainers = [build_trainer(config, rank) for rank in group.ranks()]
