@@ -81,6 +81,7 @@ def interrupted(tiny_shards, output, first: int, then: int) -> dict[int, Counter
     return {**{s: ids for s, ids in before.items() if s <= 4}, **after}
 
 
+@pytest.mark.slow
 def test_two_ranks_resume_on_one_and_one_on_two_with_the_rows_and_losses_of_one_uninterrupted_rank(tiny_shards,
                                                                                                    tmp_path):
     straight = fit_ranks(config_for(tiny_shards, tmp_path / "straight"), 1)
@@ -112,6 +113,7 @@ def step_rows(config, world: int, states=None, steps: int = 4) -> tuple[list[Cou
     return rows, [loader.state_dict() for loader in loaders]
 
 
+@pytest.mark.slow
 def test_three_lanes_dealt_to_one_two_or_three_ranks_give_the_same_steps_and_a_world_free_position(tiny_shards,
                                                                                                     tmp_path):
     """Uneven dealing (2 ranks: lanes 0 and 2, lane 1) and accumulation: every world draws each step's rows."""
