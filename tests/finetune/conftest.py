@@ -22,7 +22,10 @@ from atomforge.models.painn import PaiNNConfig
 from atomforge.pipeline.downstream import prepare_downstream
 from atomforge.recipes.finetune import rmd17_debug
 from atomforge.recipes.jmp import debug_cpu, only_tasks
+from atomforge.training.build import build_trainer
 from atomforge.training.config import EpochBudget, Subset
+from atomforge.training.distributed import ThreadGroup, run_ranks
+from atomforge.training.launch import prepare, write_resolved_config
 from atomforge.training.optim import build_ema
 from atomforge.training.overrides import to_jsonable
 
@@ -108,3 +111,21 @@ def quick(config, url: str, output, num_train: int = 24, num_val: int = 8, epoch
 def quick_config(rmd17_shards, tmp_path):
     """rmd17_debug on the fixture shards (24 train / 8 val / 16 test), a few epochs."""
     return quick(rmd17_debug(), rmd17_shards, tmp_path / "ft")
+
+
+def fit_on_two_ranks(config):
+    """`config` resolved by `prepare` and fitted on two in-process ranks standing in for two workers (two lanes):
+    (the resolved config, both ranks' trainers, both ranks' fit results)."""
+    config = prepare(config)[0]
+    config = dataclasses.replace(config, scaling=dataclasses.replace(config.scaling, num_workers=2))  # 2 lanes, 2 ranks
+    write_resolved_config(config)
+    group = ThreadGroup(2)
+    trainers = [build_trainer(config, rank) for rank in group.ranks()]
+    results = run_ranks(group, lambda rank: trainers[rank.rank].fit())
+    return config, trainers, results
+
+
+@pytest.fixture
+def two_ranks():
+    """`fit_on_two_ranks`, for the tests that train on two in-process ranks."""
+    return fit_on_two_ranks

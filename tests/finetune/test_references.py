@@ -22,11 +22,8 @@ from atomforge.pipeline.downstream import prepare_downstream
 from atomforge.recipes.finetune import downstream
 from atomforge.schema import Structure
 from atomforge.tasks import TaskSpec
-from atomforge.training.build import build_trainer
 from atomforge.training.config import Subset
 from atomforge.training.data import open_source, split_loader, task_spec, task_splits
-from atomforge.training.distributed import ThreadGroup, run_ranks
-from atomforge.training.launch import prepare, write_resolved_config
 
 KNOWN = {1: -13.6, 6: -1029.5, 8: -2041.25}  # eV per atom
 
@@ -95,23 +92,12 @@ def test_only_the_trained_tasks_rows_get_a_gradient():
     assert not grad[1].any()  # task b's reference is not trained: no gradient, no update
 
 
-def run_two_ranks(config):
-    """`config` (resolved by `prepare`) fitted on two in-process ranks; rank 0's trainer."""
-    config = prepare(config)[0]
-    config = dataclasses.replace(config, scaling=dataclasses.replace(config.scaling, num_workers=2))  # 2 lanes, 2 ranks
-    write_resolved_config(config)
-    group = ThreadGroup(2)
-    trainers = [build_trainer(config, rank) for rank in group.ranks()]
-    run_ranks(group, lambda rank: trainers[rank.rank].fit())
-    return trainers[0]
-
-
-def test_trainable_reference_is_trained_recorded_and_exported(quick_config, pretrain_run, tmp_path):
+def test_trainable_reference_is_trained_recorded_and_exported(quick_config, pretrain_run, tmp_path, two_ranks):
     task = dataclasses.replace(quick_config.data.tasks["rmd17"], trainable_reference=True)
     config = dataclasses.replace(quick_config, data=dataclasses.replace(quick_config.data, tasks={"rmd17": task}),
                                  init=dataclasses.replace(quick_config.init, source=str(pretrain_run)),
                                  early_stopping=None, epochs=dataclasses.replace(quick_config.epochs, max_epochs=3))
-    trainer = run_two_ranks(config)
+    trainer = two_ranks(config)[1][0]
     trained = load_model(config.checkpoint.output)  # the newest checkpoint, EMA weights
     record = trained.references["rmd17"]
     assert record["mode"] == "trainable" and record["initial"].startswith("least squares")

@@ -15,11 +15,9 @@ from atomforge.finetune.evaluate import evaluate
 from atomforge.objectives import JMPSupervised, MixEntry
 from atomforge.recipes.finetune import rmd17_debug, with_downstream, with_replay
 from atomforge.recipes.jmp import debug_cpu, only_tasks, with_data
-from atomforge.training.build import build_trainer
 from atomforge.training.config import EpochBudget, Subset
 from atomforge.training.data import Split, open_source, split_loader, task_probabilities
-from atomforge.training.distributed import ThreadGroup, run_ranks
-from atomforge.training.launch import prepare, steps_per_epoch, train, write_resolved_config
+from atomforge.training.launch import prepare, steps_per_epoch, train
 from atomforge.training.overrides import apply_overrides
 
 _spec = importlib.util.spec_from_file_location("training_fixtures", Path(__file__).parents[1] / "training" / "conftest.py")
@@ -57,16 +55,6 @@ def finetuning(rmd17_shards: str, run: Path, output: Path, steps: int):
         checkpoint=dataclasses.replace(config.checkpoint, output=str(output), every_steps=steps))
 
 
-def fit_two_ranks(config):
-    config = prepare(config)[0]
-    config = dataclasses.replace(config, scaling=dataclasses.replace(config.scaling, num_workers=2))  # 2 lanes, 2 ranks
-    write_resolved_config(config)
-    group = ThreadGroup(2)
-    trainers = [build_trainer(config, rank) for rank in group.ranks()]
-    results = run_ranks(group, lambda rank: trainers[rank.rank].fit())
-    return config, results[0]
-
-
 def error_on_a(output: Path, url: str) -> dict[str, float]:
     """The fine-tuned model's (EMA) errors on A's validation split, through A's kept head."""
     model = load_model(str(output))
@@ -82,14 +70,15 @@ def score(metrics: dict[str, float], spec) -> float:
             + spec.force_weight * metrics["force_mae_meV_per_A"] / spec.force_std) / 1000
 
 
-def test_replay_reduces_forgetting_of_the_pretrained_task(task_a, rmd17_shards, tmp_path):
+def test_replay_reduces_forgetting_of_the_pretrained_task(task_a, rmd17_shards, tmp_path, two_ranks):
     """Fine-tuning on B for 12 steps (two in-process ranks) with and without replaying A at weight 1
     (half the structures), same seed and steps: A's error grows without replay, and is lower with it."""
     url, run = task_a
     plain = finetuning(rmd17_shards, run, tmp_path / "plain", steps=12)
     replayed = with_replay(finetuning(rmd17_shards, run, tmp_path / "replay", steps=12), "ani1x", url, 1.0)
-    fit_two_ranks(plain)
-    config, metrics = fit_two_ranks(replayed)
+    two_ranks(plain)
+    config, _, results = two_ranks(replayed)
+    metrics = results[0]
     spec = load_model(str(run)).specs["ani1x"]
     before, without = error_on_a(run, url), error_on_a(tmp_path / "plain", url)
     with_replay_ = error_on_a(tmp_path / "replay", url)
