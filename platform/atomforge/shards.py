@@ -18,8 +18,9 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from atomforge.loader import AtomBudgetPlanner, ShardLoader, Source
+from atomforge.loader import AtomBudgetPlanner, ShardLoader
 from atomforge.schema import SCHEMA_VERSION
+from atomforge.shard_reader import Source
 from atomforge.storage import arrow_filesystem, filesystem, read_bytes, retry
 from atomforge.streams import RowStream, ShardFile
 

@@ -24,9 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atomforge.artifacts.pretrained import with_model_statistics
-from atomforge.loader import AtomBudgetPlanner, ShardLoader, Source
+from atomforge.loader import AtomBudgetPlanner, ShardLoader
 from atomforge.pipeline.config import SPLITS
 from atomforge.pipeline.label_stats import StatsAccumulator
+from atomforge.shard_reader import Source
 from atomforge.shards import ShardSet, open_shards
 from atomforge.storage import read_bytes
 from atomforge.streams import RowStream, ShardFile
