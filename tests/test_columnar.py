@@ -15,13 +15,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from varied_structures import CUTOFF, K_STORE, SKIN, varied  # noqa: E402
 
 
-@pytest.mark.parametrize("noise,tie_rule", [(0.0, "strict"), (0.3, "strict"), (0.3, "tolerant")])
-def test_keep_edges_equals_refilter_of_each_structure(noise, tie_rule):
+@pytest.mark.parametrize("noise,tie_rule,shared", [(0.0, "strict", False), (0.3, "strict", False),
+                                                   (0.3, "tolerant", False), (0.3, "strict", True), (0.3, "tolerant", True)])
+def test_keep_edges_equals_refilter_of_each_structure(noise, tie_rule, shared):
+    """Per-structure cutoffs and K, or one shared by all (compared as scalars)."""
     rng = np.random.default_rng(0)
     structures = [varied(i) for i in range(8)]
     graphs = [neighbor_graph(s, CUTOFF, K_STORE, skin=SKIN) for s in structures]
     positions = [(s.positions + rng.normal(scale=noise, size=s.positions.shape)).astype(np.float32) for s in structures]
     cutoffs, limits = rng.uniform(3.0, CUTOFF, len(structures)), rng.choice([-1, 4, 9], len(structures))
+    if shared:
+        cutoffs, limits = np.full(len(structures), 4.5), np.full(len(structures), 6)
     expected, offset, edge_offset = [], 0, 0
     for s, g, pos, cutoff, limit in zip(structures, graphs, positions, cutoffs, limits):
         cell = torch.as_tensor(s.cell, dtype=torch.float32) if s.pbc.any() else None
@@ -49,6 +53,28 @@ def test_take_rows_keeps_every_array_consistent():
     start = block.starts("natoms")
     assert np.array_equal(picked.arrays["pos"][: block.arrays["natoms"][4]], block.arrays["pos"][start[4]:start[5]])
     assert bytes(picked.arrays["sid"]).decode() == rows[4]["system_id"] + rows[0]["system_id"] + rows[4]["system_id"]
+
+
+@pytest.mark.parametrize("slice_rows", [256, 0], ids=["slices", "item-indices"])
+def test_gather_rows_from_two_blocks_in_any_order_equals_taking_from_their_concatenation(monkeypatch, slice_rows):
+    """Both ways of gathering (row slices, item indices) give the rows of interleaved parts of two
+    windows in draw order, every per-row, per-atom, per-edge and id array alike."""
+    import atomforge.columnar as columnar
+    from atomforge.columnar import decode_rows, gather_rows
+    from atomforge.schema import rows_to_table, to_row
+
+    monkeypatch.setattr(columnar, "SLICE_ROWS", slice_rows)
+    rows = [to_row(s, neighbor_graph(s, CUTOFF, K_STORE, skin=SKIN)) for s in (varied(i) for i in range(9))]
+    first, second = decode_rows(rows_to_table(rows[:5]), CUTOFF, 12), decode_rows(rows_to_table(rows[5:]), CUTOFF, 12)
+    parts, order = [(first, np.array([3, 0, 4])), (second, np.array([2, 0]))], np.array([3, 0, 4, 1, 2])
+    got = gather_rows(parts, order)
+    # concatenated rows 3, 0, 4 | 7, 5 in `order`: the block of rows 7, 3, 5, 0, 4 decoded afresh
+    wanted = decode_rows(rows_to_table([rows[i] for i in (7, 3, 5, 0, 4)]), CUTOFF, 12)
+    assert got.num_rows == 5 and set(got.arrays) == set(wanted.arrays)
+    for name, array in wanted.arrays.items():
+        assert np.array_equal(got.arrays[name], array, equal_nan=array.dtype.kind == "f"), name
+    ids = bytes(got.arrays["sid"]).decode()
+    assert ids == "".join(rows[i]["system_id"] for i in (7, 3, 5, 0, 4))
 
 
 @pytest.mark.parametrize("table_entries", [1 << 20, 0], ids=["offset-table", "per-edge"])
