@@ -1,10 +1,15 @@
 """Training data path throughput: the shard loader against the row path it replaced, workers, S3, models.
 
-    python benchmarks/loader.py [--json bench_out/loader.json] [--structures N] [--repeats R]
+    python benchmarks/loader.py [--json bench_out/loader.json] [--structures N] [--repeats R] [--window-rows W]
 
 Same OC20-like shards (periodic, 24-64 atoms, 6 Å graphs stored with 0.5 Å skin and K_store 40,
 re-filtered to K = 30; 250-row Parquet shards with a real manifest), one epoch of N structures in
-batches of 512 atoms, arms interleaved in each of R repeats (best and median reported):
+batches of 512 atoms, shuffled in windows of W rows (default 512), arms interleaved in each of R
+repeats (best and median reported). A training epoch spans thousands of the loader's default
+4,096-row windows, decoded by the builders in turn; the benchmark's default epoch (2,000 rows)
+would fit in one, decoded by one builder while any other waits. Windows of 512 rows give it four,
+decoded by the builders in turn as in a real epoch (a window's rows are decoded chunk by chunk, so
+its size changes the work per row little; `--window-rows 4096` measures the one-window epoch). The arms:
   rows+collate   the path training used before the loader: pyarrow `to_pylist()` rows, then
                  `atomforge.collate` per batch (Structure validation, per-row re-filter, PyG batching)
   loader/w0      `open_shards(url).loader(...)`, built in this process (its decoder thread included)
@@ -97,8 +102,12 @@ def row_path(url: str):
             yield collate(batch, CUTOFF, K)
 
 
-def loader(url: str, workers: int, storage_options=None):
-    return open_shards(url, storage_options).loader("train", max_atoms=MAX_ATOMS, num_workers=workers, seed=0)
+WINDOW_ROWS = 512  # --window-rows' default
+
+
+def loader(url: str, workers: int, window_rows: int = WINDOW_ROWS, storage_options=None):
+    return open_shards(url, storage_options).loader("train", max_atoms=MAX_ATOMS, num_workers=workers, seed=0,
+                                                    shuffle_rows=window_rows)
 
 
 def model_step(name: str):
@@ -135,11 +144,12 @@ def model_rate(url: str, name: str, num_batches: int) -> dict:
     return {"structures": structures, "structures_per_s": structures / seconds}
 
 
-def training_split(url: str, workers: int, num_batches: int) -> dict:
+def training_split(url: str, workers: int, num_batches: int, window_rows: int) -> dict:
     """Seconds waiting for the next batch vs in the step, for PaiNN-tiny fed by the loader."""
     step = model_step("tiny")
     waiting = stepping = 0.0
-    it = iter(open_shards(url).loader("train", max_atoms=MAX_ATOMS, num_workers=workers, epochs=None))
+    it = iter(open_shards(url).loader("train", max_atoms=MAX_ATOMS, num_workers=workers, epochs=None,
+                                      shuffle_rows=window_rows))
     step(next(it))  # warm-up (and the workers' start)
     for _ in range(num_batches):
         start = time.perf_counter()
@@ -182,18 +192,20 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--structures", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--window-rows", type=int, default=WINDOW_ROWS, help="rows per shuffle window")
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="atomforge-loader-bench-"))
     url = write_dataset(work / "oc20", args.structures)
-    arms = {"rows+collate": lambda: row_path(url), "loader/w0": lambda: loader(url, 0),
-            "loader/w1": lambda: loader(url, 1), "loader/w2": lambda: loader(url, 2)}
+    rows = args.window_rows
+    arms = {"rows+collate": lambda: row_path(url), "loader/w0": lambda: loader(url, 0, rows),
+            "loader/w1": lambda: loader(url, 1, rows), "loader/w2": lambda: loader(url, 2, rows)}
     server, s3_url, options = with_s3(url, work)
     if server is not None:
-        arms["loader/s3"] = lambda: loader(s3_url, 0, options)
+        arms["loader/s3"] = lambda: loader(s3_url, 0, rows, options)
     runs: dict[str, list[dict]] = {name: [] for name in arms}
     try:
-        timed(loader(url, 0))  # warm-up: imports, page cache
+        timed(loader(url, 0, rows))  # warm-up: imports, page cache
         for _ in range(args.repeats):
             for name, make in arms.items():
                 runs[name].append(timed(make()))
@@ -203,11 +215,12 @@ def main() -> int:
     results = {name: summarise(r) for name, r in runs.items()}
     for name in ("tiny", "small"):
         results[f"model PaiNN-{name} fwd+bwd"] = model_rate(url, name, 8 if name == "tiny" else 3)
-    splits = {f"train/w{w}": training_split(url, w, 30) for w in (0, 1)}
-    report(results, splits, args.structures)
+    splits = {f"train/w{w}": training_split(url, w, 30, args.window_rows) for w in (0, 1)}
+    report(results, splits, args.structures, args.window_rows)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"structures": args.structures, "max_atoms": MAX_ATOMS, "results": results,
+        args.json.write_text(json.dumps({"structures": args.structures, "max_atoms": MAX_ATOMS,
+                                         "window_rows": args.window_rows, "results": results,
                                          "training": splits, "ratios": ratios(results)}, indent=1))
     return 0
 
@@ -227,8 +240,9 @@ def ratios(results: dict) -> dict:
     return out
 
 
-def report(results: dict, splits: dict, structures: int) -> None:
-    print(f"{structures} OC20-like structures, batches of {MAX_ATOMS} atoms, best (median) of the repeats")
+def report(results: dict, splits: dict, structures: int, window_rows: int) -> None:
+    print(f"{structures} OC20-like structures, batches of {MAX_ATOMS} atoms, windows of {window_rows} rows, "
+          "best (median) of the repeats")
     print(f"{'arm':28s} {'structures/s':>22s} {'structures/CPU s':>22s}")
     for name, r in results.items():
         wall = f"{r['structures_per_s']:.0f}" + (f" ({r['structures_median_per_s']:.0f})" if "structures_median_per_s" in r else "")

@@ -146,6 +146,33 @@ def test_manifest_guards(dataset, tmp_path):
         open_shards(url).loader("train", max_atoms=10, cutoff=CUTOFF + SKIN + 0.5)
 
 
+def test_windows_ahead_are_dealt_to_consecutive_batches(dataset):
+    """Each window is given to exactly one batch's builder, no later than the first batch reading it, and
+    a batch is given at most one window beyond those its rows need: consecutive batches (different
+    workers) decode the windows ahead at once, not the first worker all of them in turn."""
+    from atomforge.loader import _Plan
+    from atomforge.window_store import MemoryStore
+
+    url, _ = dataset
+    loader = open_shards(url).loader("train", max_atoms=30, epochs=2, seed=1, chunk_rows=4, shuffle_rows=4)
+    loader.planner.load_state_dict(loader.state_dict()["planner"])
+    loader.planner.begin()
+    items = list(_Plan(loader, MemoryStore(1.0)))
+    given = [[window.key for window in item.decode] for item in items]
+    keys = [key for keys in given for key in keys]
+    assert len(keys) == len(set(keys)) > 4
+    first_read = {}
+    for item in items:
+        for key, _ in item.parts:
+            first_read.setdefault(key, item.index)
+    assert set(first_read) <= set(keys)
+    for item, keys_here in zip(items, given):
+        read = {key for key, _ in item.parts}
+        assert len(set(keys_here) - read) <= 1 and (set(keys_here) <= read or len(keys_here) == 1)
+        assert all(first_read.get(key, item.index) >= item.index for key in keys_here)
+    assert given[:3] == [[items[0].parts[0][0]], [(0, 0, 1)], [(0, 0, 2)]]  # windows 0, 1, 2 to batches 0, 1, 2
+
+
 def test_window_files_are_removed(dataset, tmp_path):
     url, _ = dataset
     loader = open_shards(url).loader("train", max_atoms=30, epochs=2, num_workers=1, chunk_rows=4, shuffle_rows=4,

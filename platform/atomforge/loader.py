@@ -276,11 +276,17 @@ class ShardLoader:
 
 class _Plan:
     """The loader's work items, in order (a DataLoader sampler): planned rows grouped by window, with
-    the windows to decode ahead and, once every batch reading a window is handed out, its removal."""
+    the windows to decode ahead and, once every batch reading a window is handed out, its removal.
+
+    An item's builder decodes the windows its rows need that no builder was given yet, or else at
+    most one window ahead: DataLoader deals consecutive items to different workers, so the windows
+    ahead are decoded by different workers at once instead of one after another by the first.
+    """
 
     def __init__(self, loader: ShardLoader, store):
         self.loader, self.store = loader, store
         self._windows: dict[WindowKey, tuple[Window, np.ndarray]] = {}  # scheduled: window, its order
+        self._pending: dict[WindowKey, Window] = {}  # scheduled ahead, not yet given to a builder (in order)
         self._current: dict[int, WindowKey] = {}  # source -> window of its latest row
         self._last_use: dict[WindowKey, int] = {}
         self._closed: list[tuple[int, WindowKey]] = []  # (last batch reading it, window), in order
@@ -289,7 +295,10 @@ class _Plan:
         loader = self.loader
         index = loader._state["batches"]
         while (rows := loader.planner.next_batch()) is not None:
-            decode = self._needed(rows) + self._schedule()
+            decode = self._needed(rows)
+            self._pending.update((window.key, window) for window in self._schedule())
+            if self._pending and not decode:
+                decode.append(self._pending.pop(next(iter(self._pending))))
             parts, order, tasks = self._parts(rows, index)
             state = {"batches": index + 1, "planner": loader.planner.state_dict()}
             yield WorkItem(index, parts, order, tasks, decode, state)
@@ -301,12 +310,14 @@ class _Plan:
             new.append(window)
 
     def _needed(self, rows) -> list[Window]:
-        """Windows this batch reads that no earlier item scheduled (decoded first)."""
+        """Windows this batch reads that no earlier item was given to decode (decoded first)."""
         new: list[Window] = []
         streams = self.loader.planner.streams
         for key in dict.fromkeys(key for _, key, _ in rows):
             if key not in self._windows:
                 self._add(streams[key[0]].window(key), new)
+            elif key in self._pending:
+                new.append(self._pending.pop(key))
         return new
 
     def _schedule(self) -> list[Window]:

@@ -141,7 +141,7 @@ def _write_block(handle, block: RowBlock) -> None:
     start = -(-(8 + len(header)) // ALIGN) * ALIGN
     handle.write(len(header).to_bytes(8, "little") + header + b"\0" * (start - 8 - len(header)))
     for array in arrays.values():
-        handle.write(array.tobytes())
+        handle.write(array.reshape(-1).view(np.uint8).data)  # the array's own bytes: no copy, as `tobytes` makes
         handle.write(b"\0" * (-array.nbytes % ALIGN))
 
 
