@@ -209,7 +209,7 @@ def measure_ray(work: Path, pair: Path, cutoff: float, k: int, repeats: int) -> 
     """Ray Data, 1 vs 2 workers, on one file; the local Ray is started once (ray.init excluded)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a running cluster
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         time_pipeline(pair, work / "ray-warm", cutoff, k, "ray", 2)  # workers started, modules imported

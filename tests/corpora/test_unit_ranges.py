@@ -75,6 +75,37 @@ def test_ani1x_group_ranges(ani1x_with_a_broken_group, groups_per_unit):
     plans_agree(lambda: read_corpus("ani1x", path, groups_per_unit=groups_per_unit))
 
 
+@pytest.mark.parametrize("rows_per_unit", [1, 2, 3])
+def test_ani1x_conformer_row_ranges(ani1x_with_a_broken_group, rows_per_unit):
+    """Groups above `rows_per_unit` conformers are cut into row ranges: same records, bad ones included."""
+    path = str(ani1x_with_a_broken_group)
+    whole = records(read_corpus("ani1x", path, groups_per_unit=ONE_UNIT, rows_per_unit=ONE_UNIT))
+    split_reader = read_corpus("ani1x", path, rows_per_unit=rows_per_unit)
+    plan = split_reader.work_units()
+    cut = [u for u in plan if "rows" in u.options]
+    assert cut and all(u.stop == u.start + 1 for u in cut)  # a row range lies inside one group
+    assert all(u.options["rows"][1] - u.options["rows"][0] <= rows_per_unit for u in cut)
+    assert_same(records(split_reader), whole)
+    plans_agree(lambda: read_corpus("ani1x", path, rows_per_unit=rows_per_unit))
+
+
+def test_ani1x_packing_keeps_units_within_both_limits():
+    from atomforge.corpora.ani1x import plan_rows
+
+    counts = [5, 5, 30, 1, 1, 1, 12, 4, 100_000]
+    plan = plan_rows(counts, groups_per_unit=2, rows_per_unit=10)
+    covered = []
+    for start, stop, rows in plan:
+        if rows is None:
+            assert stop - start <= 2 and (sum(counts[start:stop]) <= 10 or stop - start == 1)
+            covered += [(g, r) for g in range(start, stop) for r in range(counts[g])]
+        else:
+            assert stop == start + 1 and rows[1] - rows[0] <= 10
+            covered += [(start, r) for r in range(*rows)]
+    assert covered == [(g, r) for g, n in enumerate(counts) for r in range(n)]  # every conformer once, in order
+    assert plan[:3] == [(0, 2, None), (2, 3, (0, 10)), (2, 3, (10, 20))]
+
+
 @pytest.mark.parametrize("reactions_per_unit", [1, 2])
 def test_transition1x_reaction_ranges(demo_dir, tmp_path, reactions_per_unit):
     path = tmp_path / "t1x.h5"

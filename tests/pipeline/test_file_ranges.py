@@ -72,3 +72,23 @@ def test_two_ray_workers_publish_the_rows_of_one_local_worker(oc20_pair, ray_clu
     on_ray = build(oc20_pair, tmp_path / "ray", 2, unit_bytes=8_000, backend="ray")
     assert [(s["path"], s["sha256"]) for s in one["shards"]] == [(s["path"], s["sha256"]) for s in on_ray["shards"]]
     assert shard_rows(tmp_path / "one") == shard_rows(tmp_path / "ray")
+
+
+@pytest.mark.ray
+def test_two_ray_workers_run_two_units_at_once_from_the_start(ray_cluster):
+    """The executor's Ray tasks: with 2 workers the first two units overlap (Ray Data's defaults ran
+    the first ~1 s one task at a time), and so do the next two."""
+    from atomforge.pipeline.executor import unit_tasks
+
+    def body(batch):
+        import os
+        import time
+
+        start = time.time()
+        time.sleep(0.4)
+        yield {"index": batch["index"].to_pylist(), "start": [start], "end": [time.time()], "pid": [os.getpid()]}
+
+    rows = sorted(unit_tasks(4, body, 2).iter_rows(), key=lambda row: row["start"])
+    assert sorted(row["index"] for row in rows) == [0, 1, 2, 3]
+    assert rows[1]["start"] < rows[0]["end"] and rows[3]["start"] < rows[2]["end"], rows
+    assert len({row["pid"] for row in rows}) == 2

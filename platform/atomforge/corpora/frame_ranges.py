@@ -7,10 +7,14 @@ the range holding its count line's first byte. Every frame of a file is therefor
 range, whatever the split, and a unit's key (which holds the range) names the same frames on
 every run: resumable and deterministic.
 
-The plan is a function of the inputs only (file sizes and the reader's `unit_bytes`), never of
-how many workers run it: a file above `unit_bytes` is cut into ceil(size / unit_bytes) equal
-ranges. So a dataset's shards, ids and row order are the same on 1 worker or 128, and a run
-resumed with another worker count resumes rather than recomputes.
+The plan is a function of the inputs only (file sizes and the reader's options), never of how
+many workers run it, so a dataset's shards, ids and row order are the same on 1 worker or 128,
+and a run resumed with another worker count resumes rather than recomputes:
+- the unit size is `unit_bytes` (4 MiB), raised to total / `max_units` for a corpus above
+  `max_units` x 4 MiB (16 GiB), so a corpus's split files give at most ~1.4 x `max_units` units
+  (each writes its own shards: the shard count stays bounded at corpus scale);
+- a file is cut into the power of two nearest its size / unit size (log scale: each range
+  within 0.71-1.41 x the unit size), so its ranges divide evenly over 2, 4, 8, ... workers.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import numpy as np
 
 from atomforge.corpora.base import WorkUnit
 
-UNIT_BYTES = 4 << 20  # ~600 OC20 frames: a 5,000-frame file (35 MB) spreads over 9 units, fixed costs stay small
+UNIT_BYTES = 4 << 20  # ~600 OC20 frames: a 5,000-frame file (35 MB) spreads over 8 units, fixed costs stay small
+MAX_UNITS = 4096  # ranges per corpus (about): a few thousand units, each with its own shards
 RANGE_OPTION = "byte_range"  # WorkUnit.options key holding [start, stop)
 
 
@@ -41,8 +46,28 @@ def frames_in_range(frame_offsets: np.ndarray, byte_range: tuple[int, int] | Non
     return int(np.searchsorted(frame_offsets, start)), int(np.searchsorted(frame_offsets, stop))
 
 
+def unit_size(total_bytes: int, unit_bytes: int = UNIT_BYTES, max_units: int = MAX_UNITS) -> int:
+    """Bytes per range for a corpus whose splittable files hold `total_bytes`: `unit_bytes`, or more
+    so that the corpus gives about `max_units` ranges (S2EF-All's ~1 TB of extxyz: 256 MiB)."""
+    if unit_bytes < 1 or max_units < 1 or total_bytes < 0:
+        raise ValueError(f"unit_bytes and max_units must be >= 1 and total_bytes >= 0, got {unit_bytes}, "
+                         f"{max_units}, {total_bytes}")
+    return max(unit_bytes, -(-total_bytes // max_units))
+
+
+def num_ranges(size: int, unit_bytes: int) -> int:
+    """The power of two nearest size / unit_bytes on a log scale (1 up to 1.41 x unit_bytes).
+
+    Exact integer arithmetic (no log2), so every machine plans the same ranges.
+    """
+    parts = 1
+    while 2 * (parts * unit_bytes) ** 2 < size ** 2:  # size > sqrt(2) x parts x unit_bytes: double
+        parts *= 2
+    return parts
+
+
 def split_file(unit: WorkUnit, size: int, unit_bytes: int = UNIT_BYTES) -> list[WorkUnit]:
-    """`unit` cut into ceil(size / unit_bytes) equal byte ranges (itself alone when it fits in one).
+    """`unit` cut into `num_ranges(size, unit_bytes)` equal byte ranges (itself alone when that is 1).
 
     `size` is the file's size in bytes; the ranges replace the unit in place, in file order.
     """
@@ -50,7 +75,7 @@ def split_file(unit: WorkUnit, size: int, unit_bytes: int = UNIT_BYTES) -> list[
         raise ValueError(f"unit_bytes must be >= 1, got {unit_bytes}")
     if RANGE_OPTION in unit.options:
         raise ValueError(f"{unit.path}: unit already holds the byte range {unit.options[RANGE_OPTION]}")
-    parts = -(-size // unit_bytes)  # ceil
+    parts = num_ranges(size, unit_bytes)
     if parts < 2:
         return [unit]
     return [replace(unit, options={**unit.options, RANGE_OPTION: list(r)}) for r in byte_ranges(size, parts)]

@@ -33,23 +33,28 @@ def open_hdf5(url: str, storage_options: dict | None = None) -> Iterator:
             yield handle
 
 
-def read_dataset(group, name: str, url: str, record: str, shape: tuple[int | None, ...] | None = None) -> np.ndarray:
-    """`group[name]` as a numpy array; a missing, unreadable or misshapen dataset raises RecordError.
+def read_dataset(group, name: str, url: str, record: str, shape: tuple[int | None, ...] | None = None,
+                 rows: tuple[int, int] | None = None) -> np.ndarray:
+    """`group[name]` as a numpy array (only rows [start, stop) of its first axis with `rows`);
+    a missing, unreadable or misshapen dataset raises RecordError.
 
-    The error names the file, the record (group) and the field; `shape` entries of None match any size.
+    The error names the file, the record (group) and the field; `shape` entries of None match any
+    size and are checked against the whole dataset's shape (metadata, before any read), so a row
+    range of a misshapen dataset fails exactly as the whole read does.
     """
     if name not in group:
         raise RecordError("missing_field", f"record {record}: field '{name}' missing (has {sorted(group.keys())})")
     try:
-        value = group[name][()]
+        dataset = group[name]
+        full = tuple(dataset.shape)
+        if shape is not None:
+            matches = len(full) == len(shape) and all(want is None or want == got for want, got in zip(shape, full))
+            if not matches:
+                raise RecordError("bad_shape", f"record {record}: field '{name}' has shape {full}, "
+                                               f"expected {tuple('*' if s is None else s for s in shape)}")
+        return dataset[()] if rows is None else dataset[rows[0]:rows[1]]
     except (OSError, KeyError, TypeError) as err:
         raise RecordError("unreadable_field", f"record {record}: field '{name}' unreadable (truncated file?): {err}") from err
-    if shape is not None:
-        matches = value.ndim == len(shape) and all(want is None or want == got for want, got in zip(shape, value.shape))
-        if not matches:
-            raise RecordError("bad_shape", f"record {record}: field '{name}' has shape {value.shape}, "
-                                           f"expected {tuple('*' if s is None else s for s in shape)}")
-    return value
 
 
 def num_records(group, names: tuple[str, ...]) -> int | None:

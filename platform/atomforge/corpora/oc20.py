@@ -41,8 +41,9 @@ CHUNK_FRAMES = 256  # frames parsed into one StructureBatch (bounded memory, eno
 class OC20Reader(OpenCatalystReader):
     """OC20 S2EF frames under `url` (a pair's extxyz, a folder of pairs, LMDBs; local or fsspec).
 
-    Options as `OpenCatalystReader`, plus `unit_bytes`: a local, uncompressed extxyz above it is
-    read as ceil(size / unit_bytes) byte-range units (default `frame_ranges.UNIT_BYTES`, 4 MiB).
+    Options as `OpenCatalystReader`, plus `unit_bytes` and `max_units`: local, uncompressed extxyz
+    files are read as byte-range units of about `frame_ranges.unit_size(their total bytes,
+    unit_bytes, max_units)` (4 MiB, more for a corpus above 16 GiB; `frame_ranges` says how).
     `frame_kind="md"` for the MD / rattled extras.
     """
 
@@ -51,22 +52,23 @@ class OC20Reader(OpenCatalystReader):
 
     def __init__(self, url: str, frame_kind: str = "relax", trust_pickle: bool = False,
                  records_per_unit: int = 10_000, unit_bytes: int = frame_ranges.UNIT_BYTES,
-                 storage_options: dict | None = None) -> None:
+                 max_units: int = frame_ranges.MAX_UNITS, storage_options: dict | None = None) -> None:
         super().__init__(url, frame_kind, trust_pickle, records_per_unit, storage_options)
-        if unit_bytes < 1:
-            raise ValueError(f"option 'unit_bytes' must be >= 1, got {unit_bytes}")
-        self.unit_bytes = unit_bytes
+        for option, value in (("unit_bytes", unit_bytes), ("max_units", max_units)):
+            if value < 1:
+                raise ValueError(f"option {option!r} must be >= 1, got {value}")
+        self.unit_bytes, self.max_units = unit_bytes, max_units
 
     def work_units(self) -> list[WorkUnit]:
         """One unit per extxyz/txt pair, big local ones cut into byte ranges; LMDBs split into record ranges.
 
         The plan depends on file sizes and options only, never on how many workers run it.
         """
-        units = []
-        for unit in self.file_units(EXTXYZ_SUFFIXES, {"root": self.url, "frame_kind": self.frame_kind}):
-            size = self.splittable_size(unit)
-            units += [unit] if size is None else frame_ranges.split_file(unit, size, self.unit_bytes)
-        return units
+        units = self.file_units(EXTXYZ_SUFFIXES, {"root": self.url, "frame_kind": self.frame_kind})
+        sizes = [self.splittable_size(unit) for unit in units]
+        size = frame_ranges.unit_size(sum(s for s in sizes if s is not None), self.unit_bytes, self.max_units)
+        return [part for unit, bytes_ in zip(units, sizes)
+                for part in ([unit] if bytes_ is None else frame_ranges.split_file(unit, bytes_, size))]
 
     def source_paths(self) -> list[str]:
         """extxyz files with their paired txt files, and LMDBs."""

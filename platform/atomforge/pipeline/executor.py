@@ -235,18 +235,30 @@ def _process_batch(batch, reader, units: list[WorkUnit], config: PipelineConfig,
             return
 
 
-def _run_ray(reader, units: list[WorkUnit], config: PipelineConfig, storage_options, version: str,
-             on_progress) -> None:
+def unit_tasks(num_units: int, body: Callable, num_workers: int):
+    """A Ray Dataset of `body` over rows {"index": 0..num_units-1}, one row per task, at most
+    `num_workers` 1-CPU tasks at once; `body(pyarrow batch)` yields dict-of-list rows."""
     import ray
 
-    dataset = ray.data.from_items([{"index": i} for i in range(len(units))], override_num_blocks=len(units))
-    body = partial(_process_batch, reader=reader, units=units, config=config, storage_options=storage_options,
-                   version=version)
+    dataset = ray.data.from_items([{"index": i} for i in range(num_units)], override_num_blocks=num_units)
+    # One operator whose outputs are a few summary rows, so no resources to share between operators
+    # and no output queue worth throttling. With Ray Data's defaults, 2 workers on one 5,000-frame
+    # file ran one unit at a time for the first ~1 s (the reservation held back half the CPUs) and
+    # again later in the run (downstream-capacity backpressure against the driver reading the
+    # rows). Set on this dataset's own copy of the context only.
+    dataset.context.op_resource_reservation_enabled = False
+    dataset.context.downstream_capacity_backpressure_ratio = None
     # Plain tasks (not an actor pool), 1 CPU each, at most num_workers at once: the driver-side
     # from_items needs no CPU, so a pool can never starve reads or writes (INFRA.md, ray#44687).
-    summaries = dataset.map_batches(body, batch_size=1, batch_format="pyarrow", num_cpus=1,
-                                    compute=ray.data.TaskPoolStrategy(size=config.num_workers))
-    for row in summaries.iter_rows():
+    return dataset.map_batches(body, batch_size=1, batch_format="pyarrow", num_cpus=1,
+                               compute=ray.data.TaskPoolStrategy(size=num_workers))
+
+
+def _run_ray(reader, units: list[WorkUnit], config: PipelineConfig, storage_options, version: str,
+             on_progress) -> None:
+    body = partial(_process_batch, reader=reader, units=units, config=config, storage_options=storage_options,
+                   version=version)
+    for row in unit_tasks(len(units), body, config.num_workers).iter_rows():
         if row["error"]:
             raise OSError(row["errno"], row["error"]) if row["errno"] else ValueError(row["error"])
         on_progress(row)
