@@ -80,7 +80,9 @@ def init_ray(num_cpus: int) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address="auto", log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        # A new local instance: without address="local", ray.init joins (or, given num_cpus, fails on)
+        # any other Ray already running on this machine.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False  # ours shows structures/s
 
 
