@@ -11,7 +11,10 @@ and output and what was done when to RESULT_JSON.
 
 Ray's autoscaling coordinator refreshes its view of the nodes every 20 s, so the first restart after the loss can
 still ask for two workers and wait for them until the worker-group start timeout (60 s by default): the job runs
-with RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S=20, after which Ray Train retries on the workers that fit.
+with RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S=5, after which Ray Train retries (a start timeout is a controller
+failure, retried without limit and not counted in max_failures) until its view has one node. The timeout bounds
+only the wait for the placement group (one CPU per worker, free at once when the nodes are there), not the
+workers' start.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def main(result_path: str, output: str, kill_step: int, grow: bool, job_args: li
     second = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     events, log = [{"event": "cluster up", "at_s": time.monotonic() - started}], Path(output).parent / "job.log"
-    env = {**os.environ, "RAY_ADDRESS": cluster.address, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "20"}
+    env = {**os.environ, "RAY_ADDRESS": cluster.address, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "5"}
     with log.open("w") as sink:
         job = subprocess.Popen([sys.executable, str(REPO / "jobs" / "jmp_pretrain.py"), *job_args, "--output", output],
                                cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
