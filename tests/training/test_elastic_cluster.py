@@ -60,7 +60,14 @@ def test_a_run_that_loses_a_node_continues_from_its_checkpoint_on_one_worker_and
     for step, values in retrained.items():  # trained again by another number of workers: the same step
         assert values == pytest.approx([values[0]] * len(values), rel=1e-6), step
     printed = Counter(int(step) for step in re.findall(rf"\[train\] step (\d+)/{STEPS} ", log))
-    assert printed == Counter({step: len(values) for step, values in losses.items()})  # once per record, by rank 0
+    expected = Counter({step: len(values) for step, values in losses.items()})
+    assert not printed - expected  # never more than once per record: by rank 0 only
+    # A step the first group finished as its node was removed has its record on disk, but its progress line can
+    # go with the node (or the killed rank) before Ray forwards it to the driver: only those may lack their line.
+    first_group = records[:next(i for i, r in enumerate(records) if r["world"] == 1)]
+    in_flight = {r["step"] for r in first_group if r["step"] > removed}
+    missing = expected - printed
+    assert set(missing) <= in_flight and set(missing.values()) <= {1}, (missing, in_flight)
 
     state = read_state(latest_checkpoint(str(output)))
     assert (state["step"], state["world_size"], state["lanes"], len(state["mixers"])) == (STEPS, 2, 2, 2)
