@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from atomforge.columnar import keep_edges, take_rows
+from atomforge.columnar import keep_edges
+from atomforge.columnar_batch import take_rows
 from atomforge.graph import neighbor_graph, refilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,11 +60,12 @@ def test_take_rows_keeps_every_array_consistent():
 def test_gather_rows_from_two_blocks_in_any_order_equals_taking_from_their_concatenation(monkeypatch, slice_rows):
     """Both ways of gathering (row slices, item indices) give the rows of interleaved parts of two
     windows in draw order, every per-row, per-atom, per-edge and id array alike."""
-    import atomforge.columnar as columnar
-    from atomforge.columnar import decode_rows, gather_rows
+    import atomforge.columnar_batch as columnar_batch
+    from atomforge.columnar import decode_rows
+    from atomforge.columnar_batch import gather_rows
     from atomforge.schema import rows_to_table, to_row
 
-    monkeypatch.setattr(columnar, "SLICE_ROWS", slice_rows)
+    monkeypatch.setattr(columnar_batch, "SLICE_ROWS", slice_rows)
     rows = [to_row(s, neighbor_graph(s, CUTOFF, K_STORE, skin=SKIN)) for s in (varied(i) for i in range(9))]
     first, second = decode_rows(rows_to_table(rows[:5]), CUTOFF, 12), decode_rows(rows_to_table(rows[5:]), CUTOFF, 12)
     parts, order = [(first, np.array([3, 0, 4])), (second, np.array([2, 0]))], np.array([3, 0, 4, 1, 2])

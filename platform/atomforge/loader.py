@@ -27,7 +27,8 @@ from typing import Protocol
 import numpy as np
 
 from atomforge.batch_ring import RingReader, WorkerRing, layout_of
-from atomforge.columnar import RowBlock, assemble, batch_arrays, gather_rows
+from atomforge.columnar import RowBlock
+from atomforge.columnar_batch import assemble, batch_arrays, gather_rows
 from atomforge.shard_reader import ShardReader, Source
 from atomforge.streams import RowStream, Window
 from atomforge.window_store import FileStore, MemoryStore, WindowKey
@@ -105,7 +106,7 @@ class BatchBuilder:
         return self._decoder[1]
 
     def arrays(self, item: WorkItem) -> tuple[dict[str, np.ndarray], list[str]]:
-        """The batch's arrays and system ids (`columnar.batch_arrays`), decoding windows as asked."""
+        """The batch's arrays and system ids (`columnar_batch.batch_arrays`), decoding windows as asked."""
         if item.decode:
             self._decoder_here().submit(item.decode)
         parts = [(self.store.get(key), rows) for key, rows in item.parts]
