@@ -35,13 +35,13 @@ def test_without_cuda_the_default_device_is_refused_with_the_cpu_hint():
 @pytest.mark.slow
 def test_cpu_run_reports_every_part(tmp_path):
     report_file = tmp_path / "gpu.json"
-    # 5 minutes bound the run on a loaded 2-core machine (each part is a new process: imports dominate);
-    # the budgets are caps, so on a quiet machine it ends in one or two.
-    result = run_check("--device", "cpu", "--minutes", "5", "--json", str(report_file), "--work", str(tmp_path / "w"),
-                       timeout=480)
+    # 3 minutes bound the run on a loaded 2-core machine (imports dominate; a case that does not fit its
+    # part's time box is a skip with its reason); the budgets are caps: on a quiet machine it ends in under one.
+    result = run_check("--device", "cpu", "--minutes", "3", "--json", str(report_file), "--work", str(tmp_path / "w"),
+                       timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     report = json.loads(report_file.read_text())
-    assert set(report["parts"]) == PARTS and report["wall_s"] <= 5 * 60 + 30
+    assert set(report["parts"]) == PARTS and report["wall_s"] <= 3 * 60 + 30
     for name, part in report["parts"].items():
         assert part["status"] in ("ok", "skip") and not part["error"], (name, part["error"])
         assert part["rows"], f"part {name} reported no case"
@@ -55,3 +55,6 @@ def test_cpu_run_reports_every_part(tmp_path):
     assert all(r["identical"] for r in rows["neighbors"])
     assert all(r["weights_identical"] and r["max_energy_diff_ev"] == 0 for r in rows["export"])
     assert all(r.get("ms_per_step", 0) > 0 or "not supported" in (r["reason"] or "") for r in rows["backbones"])
+    # tiny sizes compile one fixed backbone (not the fastest by a noisy timing): the same cases every run
+    compiled = [r["case"] for r in rows["backbones"] if r["case"].endswith("/compile")]
+    assert all(case.startswith("painn/") for case in compiled), compiled

@@ -108,6 +108,10 @@ class EquivariantBackbone(Backbone):
         self.config = config
         self.irreps = config.node_irreps()
         self.irreps_sh = o3.Irreps.spherical_harmonics(config.l_max)
+        # forward reads plain ints and modules only: torch.compile guards on every attribute forward
+        # touches, and a guard on an e3nn Irrep fails (Irrep.__len__ raises)
+        self.node_dim = self.irreps.dim
+        self.edge_harmonics = o3.SphericalHarmonics(self.irreps_sh, normalize=False, normalization="component")
         self.num_scalars, self.num_vectors = config.scalars, config.vectors
         self.condition_dim, self.cutoff = config.condition_dim, config.cutoff
         self.embedding = nn.Embedding(NUM_ATOM_TYPES, config.scalars)
@@ -119,11 +123,11 @@ class EquivariantBackbone(Backbone):
         s = self.embedding(inputs.z)
         if inputs.freeze_embedding:
             s = s.detach()
-        x = torch.cat([s, s.new_zeros(s.shape[0], self.irreps.dim - s.shape[1])], dim=-1)
+        x = torch.cat([s, s.new_zeros(s.shape[0], self.node_dim - s.shape[1])], dim=-1)
         if inputs.vector_input is not None:
             x = x + self.encode(vector_harmonics(inputs.vector_input.to(x.dtype), self.config.l_max))
         r = safe_norm(inputs.edge_vec)
-        edge_sh = o3.spherical_harmonics(self.irreps_sh, inputs.edge_vec / r.unsqueeze(-1), normalize=False, normalization="component")
+        edge_sh = self.edge_harmonics(inputs.edge_vec / r.unsqueeze(-1))
         rbf, envelope = radial_features(self.rbf(r), polynomial_envelope(r, self.cutoff), self.config.envelope)
         for layer in self.layers:
             x = layer(x, edge_sh, rbf, envelope, inputs.edge_index, inputs.condition, inputs.graph)
