@@ -16,7 +16,7 @@ import pytest
 from atomforge.artifacts.checkpoint import latest_checkpoint, read_state
 
 SCRIPT = Path(__file__).with_name("elastic_cluster.py")
-STEPS, EVERY, KILL_AT = 60, 4, 6
+STEPS, EVERY, KILL_AT = 80, 4, 6
 
 
 def phases(records: list[dict]) -> list[tuple[int, int]]:
@@ -36,7 +36,7 @@ def test_a_run_that_loses_a_node_continues_from_its_checkpoint_on_one_worker_and
     sets = [f"max_steps={STEPS}", f"checkpoint.every_steps={EVERY}", "log_every=1", f"val_every={STEPS}",
             "scaling.max_failures=2", "scaling.resize_interval_s=1", "data.max_atoms=96"]
     job = ["--recipe", "debug_cpu", *data, "--num-workers", "1..2", *[a for s in sets for a in ("--set", s)]]
-    subprocess.run([sys.executable, str(SCRIPT), str(result), str(output), str(KILL_AT), "1", "--", *job],
+    subprocess.run([sys.executable, str(SCRIPT), str(result), str(output), str(KILL_AT), str(EVERY), "1", "--", *job],
                    check=True, timeout=600)
     outcome = json.loads(result.read_text())
     log = outcome["log"]
