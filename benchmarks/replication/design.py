@@ -43,8 +43,10 @@ class Budget:
 
 
 BUDGETS = {
-    "smoke": Budget("tiny", {"molecules": 4, "bulk": 4, "water": 4}, 128,
-                    {"molecules": 2, "bulk": 2, "water": 2}, {"molecules": 16, "bulk": 5, "water": 6},
+    # smoke: structure only (every arm runs its budget through the real entry points), so the fewest steps
+    # that run an optimizer step, a warmup and a validation: 2 pretraining steps, 1 epoch
+    "smoke": Budget("tiny", {"molecules": 2, "bulk": 2, "water": 2}, 128,
+                    {"molecules": 1, "bulk": 1, "water": 1}, {"molecules": 16, "bulk": 5, "water": 6},
                     {"molecules": 8, "bulk": 3, "water": 4}, {"molecules": 16, "bulk": 4, "water": 6}),
     # quick: half the first quick budgets (100 / 60 steps, 25 epochs: ~1700 s of CPU), so <= 10 min on 2 cores;
     # water 40 / 15 / 20: the small corpus has 75 downstream frames (50 / 25 / 75 did not fit)
