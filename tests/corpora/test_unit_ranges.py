@@ -89,6 +89,15 @@ def test_ani1x_conformer_row_ranges(ani1x_with_a_broken_group, rows_per_unit):
     plans_agree(lambda: read_corpus("ani1x", path, rows_per_unit=rows_per_unit))
 
 
+def test_torchani_layout_row_ranges_give_the_unsplit_records(realdata):
+    """The torchani layout (species per conformer) cut into row ranges: same records, same order."""
+    path = str(realdata / "ani2x" / "ani2x_minimal.hdf5")  # one group of 5,706 conformers
+    whole = records(read_corpus("ani1x", path, dataset="ani2x", rows_per_unit=ONE_UNIT))
+    split_reader = read_corpus("ani1x", path, dataset="ani2x", rows_per_unit=1000)
+    assert len([u for u in split_reader.work_units() if "rows" in u.options]) == 6
+    assert_same(records(split_reader), whole)
+
+
 def test_ani1x_packing_keeps_units_within_both_limits():
     from atomforge.corpora.ani1x import plan_rows
 

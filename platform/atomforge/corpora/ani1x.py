@@ -155,9 +155,8 @@ class ANI1xReader(StreamingCorpus):
             [formula] * coords.shape[0]
 
     def _torchani_arrays(self, group, name: str, url: str, rows: tuple[int, int] | None) -> tuple:
-        species = read_dataset(group, "species", url, name, (None, None))
-        shape = tuple(species.shape)
-        species = species if rows is None else species[rows[0]:rows[1]]
+        species = read_dataset(group, "species", url, name, (None, None), rows)
+        shape = tuple(group["species"].shape)  # the whole group's, which the other fields must match
         coords = read_dataset(group, "coordinates", url, name, shape + (3,), rows)
         energy = read_dataset(group, "energies", url, name, shape[:1], rows)
         forces = read_dataset(group, "forces", url, name, shape + (3,), rows) if self.forces else None
