@@ -28,14 +28,16 @@ OLD = json.loads((FIXTURE / "predictions.json").read_text())["predictions"]
 def assert_predicts(model, expected: dict) -> None:
     """Energy eV, forces eV/Å, stress eV/Å³ of every fixture structure, task and force mode equal `expected`.
 
-    Tolerances are float32 rounding: the fixture's EMA and raw weights differ by 3e-3..5e-2 eV in energy.
+    Tolerances are float32 rounding on any x86 CPU (the fixture was written on another machine; SIMD paths
+    differ): forces differ by up to ~2e-8 eV/Å there, components zero by symmetry included, so forces get
+    1e-7 eV/Å absolute. The fixture's EMA and raw weights differ by 3e-3..5e-2 eV in energy.
     """
     for index, atoms in enumerate(ase.io.read(FIXTURE / "structures.extxyz", index=":")):
         for task, modes in expected[str(index)].items():
             for mode, old in modes.items():
                 atoms.calc = model.calculator(task=task, forces=mode)
                 assert atoms.get_potential_energy() == pytest.approx(old["energy"], rel=1e-7, abs=1e-7)
-                np.testing.assert_allclose(atoms.get_forces(), old["forces"], rtol=1e-5, atol=1e-9)
+                np.testing.assert_allclose(atoms.get_forces(), old["forces"], rtol=1e-5, atol=1e-7)
                 if "stress" in old:
                     np.testing.assert_allclose(atoms.get_stress(), old["stress"], rtol=1e-5, atol=1e-9)
 
