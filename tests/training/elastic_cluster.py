@@ -10,16 +10,35 @@ workers, and, with GROW=1, adds a node back once the one-worker group has saved 
 EVERY + 1 steps past its first), then has the coordinator look at the nodes at once. Writes the job's return code
 and output and what was done when to RESULT_JSON.
 
-Ray's autoscaling coordinator refreshes its view of the nodes every 20 s, so the first restart after the loss can
-still ask for two workers and wait for them until the worker-group start timeout (60 s by default): the job runs
-with RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S=5, after which Ray Train retries (a start timeout is a controller
-failure, retried without limit and not counted in max_failures) until its view has one node. The timeout bounds
-only the wait for the placement group (one CPU per worker, free at once when the nodes are there), not the
-workers' start. The same 20 s would bound the grow-back: left to its tick, the coordinator sees the returned node
-up to 20 s after it came, whatever the machine's speed, while the one-worker group's remaining steps take less
-time on a faster machine, so the group could finish the run before it grows. The harness asks the coordinator for
-a fresh view (`get_reserved_resources(recompute=True)`, the call Ray Train makes before it pins workers to nodes),
-so the grow-back takes the controller's resize check (1 s) and a restart, both of which speed up with the machine.
+Ray's autoscaling coordinator refreshes its view of the nodes every 20 s, so a restart after the loss can ask for two
+workers and wait for them until the worker-group start timeout (60 s by default): the job runs with
+RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S=5, after which Ray Train retries (a start timeout is a controller failure,
+retried without limit and not counted in max_failures) with the coordinator's newer view. The timeout bounds only the
+wait for the placement group (one CPU per worker, free at once when the nodes are there), not the workers' start.
+Left to its tick, the coordinator kept answering "two workers" for up to 20 s after the loss (two or three timed-out
+starts per run); the harness has it re-read the nodes (`get_reserved_resources(recompute=True)`, the call Ray Train makes
+before it pins workers to nodes) once the control store lists the removed node as dead, so at most one start times
+out: the one the controller begins at once from the answer its scaling policy caches for 1 s. The shrink itself is
+Ray's: a worker's health check fails, the group is torn down and restarted on the workers that fit. The same 20 s
+would bound the grow-back, so the harness refreshes the view after adding the node too; the grow-back then waits
+for the controller's next resize check (`scaling.resize_interval_s=1`) and shuts the one-worker group down before
+it starts the larger one.
+
+The controller polls the workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default) and takes one reported
+result per poll from each worker's one-slot queue, so a checkpoint reported while the previous one is still queued
+waits for the next poll: a run reports at most one checkpoint per poll interval (writing and copying one takes tens
+of milliseconds here). With the default, the test's checkpoints every 4 steps (~0.05 s a step) cost ~1.5 s each and
+its last 60 steps took 28 s; the job runs with 0.5 s (~0.25 s per checkpoint, 6-8 s for those steps), which also
+bounds how long the controller takes to notice the lost worker and the end of the run.
+
+That pace is also the clock of the race the test must not lose: once the node is back, the one-worker group must
+still be training when the controller decides to grow (otherwise it finishes the run on one worker). While 4 steps
+take less than the 0.5 s poll of compute, the one-worker group trains about 8 steps a second on any machine, so a
+faster machine does not shorten its remaining steps while adding the node and the resize check take no longer; a
+machine slower than that trains compute-bound and slower, together with the node's start. Measured in 5 runs on the
+loaded 2-core machine (load 3-6): the node was added at step 10-15 and the one-worker group was shut down to grow
+5-17 steps later (the larger group restarted from the checkpoint at step 20-28), with 49 or more steps (~6 s) left:
+3x the window or more.
 """
 
 from __future__ import annotations
@@ -67,6 +86,18 @@ def refresh_node_view() -> None:
     ray.get(coordinator.get_reserved_resources.remote("elastic-cluster-harness", recompute=True), timeout=30)
 
 
+def wait_until_dead(node_id: str) -> None:
+    """Wait until the cluster's control store lists the node as dead (what the coordinator reads)."""
+    import ray
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not any(n["NodeID"] == node_id and n["Alive"] for n in ray.nodes()):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"node {node_id} still alive 60 s after its removal")
+
+
 def main(result_path: str, output: str, kill_step: int, every: int, grow: bool, job_args: list[str]) -> None:
     import ray
     from ray.cluster_utils import Cluster
@@ -79,7 +110,8 @@ def main(result_path: str, output: str, kill_step: int, every: int, grow: bool, 
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)  # the harness's own driver, for the coordinator call
     events, log = [{"event": "cluster up", "at_s": time.monotonic() - started}], Path(output).parent / "job.log"
-    env = {**os.environ, "RAY_ADDRESS": cluster.address, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "5"}
+    env = {**os.environ, "RAY_ADDRESS": cluster.address, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "5",
+           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
     with log.open("w") as sink:
         job = subprocess.Popen([sys.executable, str(REPO / "jobs" / "jmp_pretrain.py"), *job_args, "--output", output],
                                cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
@@ -90,15 +122,24 @@ def main(result_path: str, output: str, kill_step: int, every: int, grow: bool, 
                               f"step {kill_step} on two workers")
             cluster.remove_node(second)
             events.append({"event": "removed", "after_step": record["step"], "at_s": time.monotonic() - started})
+            wait_until_dead(second.node_id)
+            refresh_node_view()
+            first = wait_for(job, Path(output), lambda r: r.get("world") == 1, "a step on one worker")["step"]
+            events.append({"event": "shrunk", "step_seen": first, "at_s": time.monotonic() - started})
             if grow:
-                first = wait_for(job, Path(output), lambda r: r.get("world") == 1, "a step on one worker")["step"]
                 saved = first - 1 + every  # the one-worker group's first checkpoint: it must exist to grow from it
                 record = wait_for(job, Path(output), lambda r: r.get("world") == 1 and r["step"] > saved + 1,
                                   f"step {saved + 2} on one worker")
                 cluster.add_node(num_cpus=1)
                 refresh_node_view()
                 events.append({"event": "added", "after_step": record["step"], "at_s": time.monotonic() - started})
+                try:
+                    record = wait_for(job, Path(output), lambda r: r.get("world") == 2, "a step on two workers again")
+                    events.append({"event": "grown", "step_seen": record["step"], "at_s": time.monotonic() - started})
+                except RuntimeError as error:  # the test reads the run's records and says what went wrong
+                    events.append({"event": "not grown", "why": str(error), "at_s": time.monotonic() - started})
             job.wait(timeout=TIMEOUT_S)
+            events.append({"event": "job exited", "at_s": time.monotonic() - started})
         finally:
             if job.poll() is None:
                 job.kill()
