@@ -16,7 +16,7 @@ import pytest
 from atomforge.artifacts.checkpoint import latest_checkpoint, read_state
 
 SCRIPT = Path(__file__).with_name("elastic_cluster.py")
-STEPS, EVERY, KILL_AT = 80, 4, 6
+STEPS, EVERY, KILL_AT = 96, 4, 6
 
 
 def phases(records: list[dict]) -> list[tuple[int, int]]:
