@@ -8,8 +8,8 @@ per-row Python object:
   re-filtered at the row's cutoff and K for all rows at once (`keep_edges`). It also runs the read
   path's guard, `check_table`: offsets agree with the counts, edge indices lie inside their
   structure, positions are finite; a failure is a ValueError naming the shard, the row and the field.
-- `concat_blocks` joins a window's decoded chunks; `atomforge.columnar_batch` gathers batches
-  from the blocks.
+  `decode_columns` and `refilter_block` are its two halves: a window's chunks are decoded, joined
+  by `concat_blocks`, and re-filtered once. `atomforge.columnar_batch` gathers batches from the blocks.
 """
 
 from __future__ import annotations
@@ -184,6 +184,12 @@ def decode_rows(table: pa.Table, cutoff, max_neighbors, tie_rule: str = "strict"
     cutoff and max_neighbors (-1 or None = no limit) are scalars or one per row; `where` (the shard)
     and `first_row` (its first row's index there) name the row in errors.
     """
+    return refilter_block(decode_columns(table, cutoff, max_neighbors, where, first_row), tie_rule)
+
+
+def decode_columns(table: pa.Table, cutoff, max_neighbors, where: str = "rows", first_row: int = 0) -> RowBlock:
+    """`decode_rows` without the re-filter: the checked rows, their candidates and cutoff and K (no
+    KEPT arrays yet). A window's chunks are decoded so, joined, and re-filtered once (`refilter_block`)."""
     columns = check_table(table, where, first_row)
     rows = table.num_rows
     natoms = columns["num_atoms"].to_numpy().astype(np.int64)
@@ -216,10 +222,15 @@ def decode_rows(table: pa.Table, cutoff, max_neighbors, tie_rule: str = "strict"
         "sid": np.frombuffer(sid.buffers()[2], dtype=np.uint8)[sid_offsets[0]:sid_offsets[-1]].copy(),
     }
     _check_values(table, where, first_row, arrays)
-    block = RowBlock(arrays)
+    return RowBlock(arrays)
+
+
+def refilter_block(block: RowBlock, tie_rule: str = "strict") -> RowBlock:
+    """`block` (from `decode_columns`) with its KEPT arrays and nkept: the candidates re-filtered at
+    each row's cutoff and K, REFILTER_EDGES at a time."""
     kept = [_kept(block, lo, hi, tie_rule) for lo, hi in _chunks(block.starts("ncand"), REFILTER_EDGES)]
     for name in (*KEPT, "nkept"):
-        arrays[name] = np.concatenate([k[name] for k in kept])
+        block.arrays[name] = kept[0][name] if len(kept) == 1 else np.concatenate([k[name] for k in kept])
     return block
 
 

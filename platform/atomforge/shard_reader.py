@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from atomforge.columnar import COLUMNS, RowBlock, concat_blocks, decode_rows
+from atomforge.columnar import COLUMNS, RowBlock, concat_blocks, decode_columns, refilter_block
 from atomforge.storage import filesystem, read_bytes
 from atomforge.streams import ShardFile, Window
 
@@ -148,7 +148,8 @@ class ShardReader:
             return list(pool.map(lambda file: function(source, file), files))
 
     def window(self, source: Source, window: Window) -> RowBlock:
-        """The decoded rows of `window` in chunk order (re-filtered at the source's cutoff and K).
+        """The decoded rows of `window` in chunk order (re-filtered at the source's cutoff and K, once
+        the chunks are joined: the kept edges are not copied again).
 
         The shards to download are fetched FETCH_THREADS at a time, each group before its rows are decoded.
         """
@@ -162,9 +163,9 @@ class ShardReader:
             table = self.rows(source, file, chunk.start, chunk.span, fetched.get(file.path))
             if chunk.rows is not None:  # a subset of the range: decode only its rows
                 table = table.take(chunk.offsets())
-            blocks.append(decode_rows(table, source.cutoff, source.max_neighbors, source.tie_rule,
-                                      where=file.path, first_row=chunk.start))
-        return blocks[0] if len(blocks) == 1 else concat_blocks(blocks)
+            blocks.append(decode_columns(table, source.cutoff, source.max_neighbors, where=file.path,
+                                         first_row=chunk.start))
+        return refilter_block(blocks[0] if len(blocks) == 1 else concat_blocks(blocks), source.tie_rule)
 
     def _to_fetch(self, source: Source, chunks) -> list[ShardFile]:
         """The first FETCH_THREADS distinct files that `chunks` (the first one needing a fetch) must download."""
