@@ -55,7 +55,7 @@ def gather_rows(parts: Sequence[tuple[RowBlock, np.ndarray]], order: np.ndarray 
         order = np.asarray(order, dtype=np.int64)
         which, where = which[order], where[order]
     blocks = [block for block, _ in parts]
-    picks = [(i, where[which == i]) for i in range(len(blocks))]
+    picks = [(0, where)] if len(blocks) == 1 else [(i, where[which == i]) for i in range(len(blocks))]
     out = {}
     for name in ROW:  # per-row values: taken per block, then put in draw order
         values = [np.take(blocks[i].arrays[name], r, axis=0) for i, r in picks]
@@ -134,13 +134,12 @@ def batch_arrays(block: RowBlock, tasks) -> tuple[dict[str, np.ndarray], list[st
     a = block.arrays
     rows = block.num_rows
     atom_start = block.starts("natoms")
-    cand_offset, kept_offset = np.repeat(atom_start[:-1], a["ncand"]), np.repeat(atom_start[:-1], a["nkept"])
     arrays = {
         "z": a["z"].astype(np.int64),
         "pos": a["pos"],
-        "edge_index": np.stack([a["kept_src"] + kept_offset, a["kept_dst"] + kept_offset]),
+        "edge_index": _edge_index(a["kept_src"], a["kept_dst"], np.repeat(atom_start[:-1], a["nkept"])),
         "shifts": a["kept_shift"].astype(np.float32),
-        "cand_edge_index": np.stack([a["cand_src"] + cand_offset, a["cand_dst"] + cand_offset]),
+        "cand_edge_index": _edge_index(a["cand_src"], a["cand_dst"], np.repeat(atom_start[:-1], a["ncand"])),
         "cand_shifts": a["cand_shift"].astype(np.float32),
         "cell": a["cell"].reshape(rows, 3, 3),
         "pbc": a["pbc"],
@@ -153,15 +152,24 @@ def batch_arrays(block: RowBlock, tasks) -> tuple[dict[str, np.ndarray], list[st
         "fixed": a["fixed"],
         "tags": a["tags"].astype(np.int64),
         "is_md": a["is_md"],
-        "task": np.broadcast_to(np.asarray(tasks, dtype=np.int64), (rows,)).copy(),
+        "task": np.empty(rows, dtype=np.int64),
         "natoms": a["natoms"],
         "cutoff": a["cutoff"].astype(np.float32),
         "max_neighbors": a["max_neighbors"],
         "nkept": a["nkept"], "ncand": a["ncand"],
     }
-    sid_offsets = block.starts("nsid").astype(np.int32)
-    system_ids = pa.StringArray.from_buffers(rows, pa.py_buffer(sid_offsets), pa.py_buffer(a["sid"])).to_pylist()
+    arrays["task"][:] = tasks  # one id for all graphs, or one per graph
+    ids, bounds = a["sid"].tobytes(), block.starts("nsid").tolist()
+    system_ids = [ids[lo:hi].decode() for lo, hi in zip(bounds[:-1], bounds[1:])]  # UTF-8 bytes per row
     return arrays, system_ids
+
+
+def _edge_index(src: np.ndarray, dst: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """(2, E) int64 [src; dst] + offset (local indices made batch-global), written in place."""
+    out = np.empty((2, len(src)), dtype=np.int64)
+    np.add(src, offset, out=out[0])
+    np.add(dst, offset, out=out[1])
+    return out
 
 
 @functools.cache
