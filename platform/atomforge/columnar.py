@@ -259,10 +259,11 @@ def _kept(block: RowBlock, lo: int, hi: int, tie_rule: str) -> dict[str, np.ndar
     pos = a["pos"][atom_start[lo]:atom_start[hi]]
     keep = keep_edges(pos, a["cell"][lo:hi].reshape(-1, 3, 3), edge_index, a["cand_shift"][e0:e1], edge_row,
                       a["cutoff"][lo:hi], a["max_neighbors"][lo:hi], tie_rule)
-    # np.take, not fancy indexing: for the (E, 3) shifts it is ~4x faster
+    # np.take, not fancy indexing: for the (E, 3) shifts it is ~4x faster. Kept edges come row after
+    # row (grouped by dst, whose indices grow with the row), so each row's count is a binary search.
     return {"kept_src": np.take(a["cand_src"][e0:e1], keep), "kept_dst": np.take(a["cand_dst"][e0:e1], keep),
             "kept_shift": np.take(a["cand_shift"][e0:e1], keep, axis=0),
-            "nkept": np.bincount(np.take(edge_row, keep), minlength=hi - lo)}
+            "nkept": np.diff(np.searchsorted(keep, cand_start[lo:hi + 1] - e0))}
 
 
 def _lengths(positions, cells, edge_index, shifts, edge_graph) -> np.ndarray:
@@ -332,6 +333,9 @@ def keep_edges(positions: np.ndarray, cells: np.ndarray, edge_index: np.ndarray,
     unlimited = limit < 0
     if unlimited.all():
         return within
+    if tie_rule == "strict" and np.ndim(limit) == 0:  # one K for all (the usual case): by runs, not ranks
+        kept = _first_of_runs(new_atom, int(limit))
+        return within if kept is None else within[kept]
     index = np.arange(len(within))
     rank = index - np.maximum.accumulate(np.where(new_atom, index, 0))  # place in its dst's list
     if tie_rule == "strict":
@@ -340,6 +344,25 @@ def keep_edges(positions: np.ndarray, cells: np.ndarray, edge_index: np.ndarray,
     at_k = rank == limit - 1
     kth[dst[at_k]] = distance[within[at_k]]
     return within[unlimited | (distance[within] <= kth[dst] + TOLERANT_TIE)]
+
+
+def _first_of_runs(new_atom: np.ndarray, k: int) -> np.ndarray | None:
+    """Mask of the entries among the first k of their run (a run starts where new_atom), or None
+    when every run has at most k; the work is per run and per dropped entry, not per entry."""
+    starts = np.flatnonzero(new_atom)
+    lengths = np.diff(np.append(starts, len(new_atom)))
+    over = lengths > k
+    if not over.any():
+        return None
+    kept = np.ones(len(new_atom), dtype=bool)
+    kept[item_ranges(starts[over] + k, lengths[over] - k)] = False
+    return kept
+
+
+def item_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated arange(s, s + n) for every (s, n): the item indices of some rows."""
+    ends = np.cumsum(lengths)
+    return np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - lengths), lengths)
 
 
 def _rounded(distance: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 from torch_geometric.data import Batch, Data
 
-from atomforge.columnar import GROUPS, ROW, RowBlock, decode_rows
+from atomforge.columnar import GROUPS, ROW, RowBlock, decode_rows, item_ranges
 
 # Batch fields in the order `batch.structure_data` creates them (PyG keeps insertion order).
 FIELD_ORDER = ("z", "pos", "ref_pos", "edge_index", "shifts", "cand_edge_index", "cand_shifts", "cell", "pbc",
@@ -27,12 +27,6 @@ FIELD_ORDER = ("z", "pos", "ref_pos", "edge_index", "shifts", "cand_edge_index",
                "task", "natoms", "cutoff", "max_neighbors", "system_id")
 PER_ATOM = ("z", "pos", "ref_pos", "forces", "fixed", "tags")
 SLICE_ROWS = 256  # rows gathered by slices at most (see `gather_rows`)
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated arange(s, s + n) for every (s, n): the item indices of some rows."""
-    ends = np.cumsum(lengths)
-    return np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - lengths), lengths)
 
 
 def take_rows(block: RowBlock, rows: np.ndarray) -> RowBlock:
@@ -92,7 +86,7 @@ def _take_items(blocks: Sequence[RowBlock], which: np.ndarray, where: np.ndarray
         starts = np.take(block.starts(count), where[mine])
         n = np.take(block.arrays[count], where[mine])
         lengths[mine] = n
-        per_block.append((mine, _ranges(starts, n)))
+        per_block.append((mine, item_ranges(starts, n)))
     out = {name: [] for name in group}
     first = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # item offsets in the result
     for (_, index), block in zip(per_block, blocks):
@@ -100,7 +94,7 @@ def _take_items(blocks: Sequence[RowBlock], which: np.ndarray, where: np.ndarray
             out[name].append(np.take(block.arrays[name], index, axis=0))
     if len(blocks) == 1:
         return {name: values[0] for name, values in out.items()}
-    slots = np.concatenate([_ranges(first[mine], lengths[mine]) for mine, _ in per_block])
+    slots = np.concatenate([item_ranges(first[mine], lengths[mine]) for mine, _ in per_block])
     result = {}
     for name, values in out.items():
         merged = np.concatenate(values)
