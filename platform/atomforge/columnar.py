@@ -274,7 +274,8 @@ def _lengths(positions, cells, edge_index, shifts, edge_graph) -> np.ndarray:
     integers. So it is computed once per graph for every shift in the block's range (the same float64
     operations as per edge, hence the same bits) and gathered by a (graph, shift) code: three takes per
     edge instead of nine, and no per-edge products. Blocks whose shift range would make that table
-    large fall back to the per-edge products.
+    large fall back to the per-edge products. Indices must lie inside `positions` (`decode_columns`
+    checks them): the gathers clip, they do not raise.
     """
     src, dst = edge_index
     pos = np.ascontiguousarray(positions.T, dtype=np.float64)  # (3, N)
@@ -294,17 +295,28 @@ def _lengths(positions, cells, edge_index, shifts, edge_graph) -> np.ndarray:
         code += shifts[:, 1] * np.int64(span)
         code += shifts[:, 2]
         code -= low * (span * span + span + 1)
-        offsets = [np.take(table[k], code) for k in range(3)]
+        offsets = np.empty((3, len(src)))
+        for k in range(3):
+            np.take(table[k], code, out=offsets[k], mode="clip")
     else:
         cell = np.ascontiguousarray(cells.transpose(1, 2, 0), dtype=np.float64)  # (row, component, graph)
         image = np.ascontiguousarray(shifts.T, dtype=np.float64)  # (3, E)
         offsets = [image[0] * np.take(cell[0, k], edge_graph) + image[1] * np.take(cell[1, k], edge_graph)
                    + image[2] * np.take(cell[2, k], edge_graph) for k in range(3)]
-    squared = None
+    # v = pos[src] + offset - pos[dst] and squared = v0² + v1² + v2² as written, into three arrays reused
+    # for every component: fresh temporaries of this size cost more in page faults than in arithmetic.
+    # take(mode="clip") writes into `out` directly ("raise" buffers it); every index is in range.
+    squared, v, other = np.empty(len(src)), np.empty(len(src)), np.empty(len(src))
     for k in range(3):
-        v = np.take(pos[k], src) + offsets[k] - np.take(pos[k], dst)
-        squared = v * v if squared is None else squared + v * v
-    return np.sqrt(squared)
+        np.take(pos[k], src, out=v, mode="clip")
+        v += offsets[k]
+        v -= np.take(pos[k], dst, out=other, mode="clip")
+        if k == 0:
+            np.multiply(v, v, out=squared)
+        else:
+            v *= v
+            squared += v
+    return np.sqrt(squared, out=squared)
 
 
 def keep_edges(positions: np.ndarray, cells: np.ndarray, edge_index: np.ndarray, shifts: np.ndarray,
@@ -321,10 +333,10 @@ def keep_edges(positions: np.ndarray, cells: np.ndarray, edge_index: np.ndarray,
         raise ValueError(f"tie_rule must be one of {TIE_RULES}, got {tie_rule!r}")
     distance = _lengths(positions, cells, edge_index, shifts, edge_graph)
     within = np.flatnonzero(distance <= _per_edge(cutoff, np.float64, edge_graph))
-    dst = edge_index[1, within]
+    dst = np.take(edge_index[1], within)
     new_atom = np.ones(len(within), dtype=bool)
     new_atom[1:] = dst[1:] != dst[:-1]
-    if (dst[1:] < dst[:-1]).any() or _misordered(distance[within], new_atom):
+    if (dst[1:] < dst[:-1]).any() or _misordered(np.take(distance, within), new_atom):
         by_distance = torch.sort(torch.from_numpy(_rounded(distance[within])), stable=True).indices
         order = by_distance[torch.sort(torch.from_numpy(dst)[by_distance], stable=True).indices].numpy()
         within, dst = within[order], dst[order]
