@@ -62,6 +62,7 @@ class ShardReader:
     def __init__(self, cache_bytes: int = 256 << 20):
         self.cache_bytes = cache_bytes
         self._tables: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
+        self._cached_bytes = 0  # nbytes of _tables (Table.nbytes walks every buffer: summed once per table)
         self._sizes: OrderedDict[str, np.ndarray] = OrderedDict()
         self._groups: dict[str, np.ndarray] = {}  # path -> row-group boundaries (num_groups + 1,)
         self._fs: dict[str, Any] = {}
@@ -107,8 +108,9 @@ class ShardReader:
 
     def _remember(self, key, table: pa.Table) -> None:
         self._tables[key] = table
-        while len(self._tables) > 1 and sum(t.nbytes for t in self._tables.values()) > self.cache_bytes:
-            self._tables.popitem(last=False)
+        self._cached_bytes += table.nbytes
+        while len(self._tables) > 1 and self._cached_bytes > self.cache_bytes:
+            self._cached_bytes -= self._tables.popitem(last=False)[1].nbytes
 
     def sizes(self, source: Source, file: ShardFile) -> np.ndarray:
         """The `num_atoms` column of `file` (int64), kept for the next window (see `_read_sizes`)."""
