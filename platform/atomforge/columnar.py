@@ -295,9 +295,7 @@ def _lengths(positions, cells, edge_index, shifts, edge_graph) -> np.ndarray:
         code += shifts[:, 1] * np.int64(span)
         code += shifts[:, 2]
         code -= low * (span * span + span + 1)
-        offsets = np.empty((3, len(src)))
-        for k in range(3):
-            np.take(table[k], code, out=offsets[k], mode="clip")
+        offsets = None  # gathered per component below
     else:
         cell = np.ascontiguousarray(cells.transpose(1, 2, 0), dtype=np.float64)  # (row, component, graph)
         image = np.ascontiguousarray(shifts.T, dtype=np.float64)  # (3, E)
@@ -309,7 +307,7 @@ def _lengths(positions, cells, edge_index, shifts, edge_graph) -> np.ndarray:
     squared, v, other = np.empty(len(src)), np.empty(len(src)), np.empty(len(src))
     for k in range(3):
         np.take(pos[k], src, out=v, mode="clip")
-        v += offsets[k]
+        v += np.take(table[k], code, out=other, mode="clip") if offsets is None else offsets[k]
         v -= np.take(pos[k], dst, out=other, mode="clip")
         if k == 0:
             np.multiply(v, v, out=squared)
