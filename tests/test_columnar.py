@@ -121,3 +121,33 @@ def test_the_refilter_chunking_changes_no_edge(monkeypatch):
     for size in (1, 150):
         for name, array in kept[1 << 30].items():
             assert np.array_equal(kept[size][name], array), (size, name)
+
+
+@pytest.mark.parametrize("field,value", [("edge_src", None), ("edge_dst", -1)], ids=["past-its-atoms", "negative"])
+def test_an_edge_index_outside_its_structure_names_its_row(field, value):
+    """Checked per row (largest index against num_atoms), also around rows that have no edges."""
+    from atomforge.columnar import decode_rows
+    from atomforge.schema import rows_to_table, to_row
+
+    rows = [to_row(s, neighbor_graph(s, CUTOFF, K_STORE, skin=SKIN)) for s in (varied(i) for i in range(6))]
+    for empty in (1, 5):
+        rows[empty].update(num_edges=0, edge_src=[], edge_dst=[], edge_shift=[])
+    block = decode_rows(rows_to_table(rows), CUTOFF, 12)
+    assert block.arrays["nkept"][[1, 5]].tolist() == [0, 0] and block.arrays["nkept"][[0, 2, 3, 4]].all()
+    bad = np.array(rows[3][field])
+    bad[-1] = rows[3]["num_atoms"] if value is None else value
+    rows[3][field] = bad
+    with pytest.raises(ValueError, match=rf"shard-x: row 3 \({rows[3]['system_id']}\): field '{field}' points outside"):
+        decode_rows(rows_to_table(rows), CUTOFF, 12, where="shard-x")
+
+
+def test_batch_system_ids_are_each_rows_id_also_beyond_ascii():
+    """System ids are cut from the gathered UTF-8 bytes by byte offsets: a multi-byte id keeps its neighbours'."""
+    from atomforge.columnar import decode_rows
+    from atomforge.columnar_batch import gather
+    from atomforge.schema import rows_to_table, to_row
+
+    rows = [to_row(s, neighbor_graph(s, CUTOFF, K_STORE, skin=SKIN)) for s in (varied(i) for i in range(4))]
+    rows[1]["system_id"], rows[2]["system_id"] = "Cu₂O/α-Å 1", "碳-2"
+    batch = gather([(decode_rows(rows_to_table(rows), CUTOFF, 12), np.array([2, 1, 3, 0]))], tasks=0)
+    assert batch.system_id == [rows[i]["system_id"] for i in (2, 1, 3, 0)]

@@ -8,8 +8,8 @@ per-row Python object:
   re-filtered at the row's cutoff and K for all rows at once (`keep_edges`). It also runs the read
   path's guard, `check_table`: offsets agree with the counts, edge indices lie inside their
   structure, positions are finite; a failure is a ValueError naming the shard, the row and the field.
-- `concat_blocks` joins a window's decoded chunks; `atomforge.columnar_batch` gathers batches
-  from the blocks.
+  `decode_columns` and `refilter_block` are its two halves: a window's chunks are decoded, joined
+  by `concat_blocks`, and re-filtered once. `atomforge.columnar_batch` gathers batches from the blocks.
 """
 
 from __future__ import annotations
@@ -70,8 +70,11 @@ class RowBlock:
 
 # ---------------------------------------------------------------- decoding: Arrow -> RowBlock
 def _array(table: pa.Table, name: str):
+    """A column as one array: a row group's single chunk as it is (combine_chunks would copy it)."""
     column = table.column(name)
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not isinstance(column, pa.ChunkedArray):
+        return column
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _values(array, dtype) -> np.ndarray:
@@ -115,8 +118,9 @@ def _fail(table: pa.Table, where: str, first_row: int, rows: np.ndarray, name: s
     raise ValueError(f"{where}: row {first_row + row} ({sid}): field {name!r} {why}")
 
 
-def check_table(table: pa.Table, where: str, first_row: int = 0) -> None:
-    """Raise ValueError naming `where` (the shard), the row and the field where the columns disagree.
+def check_table(table: pa.Table, where: str, first_row: int = 0) -> dict[str, pa.Array]:
+    """The loader's columns of `table` as arrays, once checked; a ValueError naming `where` (the shard),
+    the row and the field where the columns disagree.
 
     Offsets only (no values): column types, list lengths against num_atoms / num_edges, and a stored
     graph on every row. `decode_rows` checks the values it extracts (indices, elements, finiteness).
@@ -126,40 +130,51 @@ def check_table(table: pa.Table, where: str, first_row: int = 0) -> None:
         got = table.schema.field(name).type if name in table.column_names else "missing"
         if got != expected:
             raise ValueError(f"{where}: column {name!r} is {got}, the shard schema says {expected}")
-    natoms = _array(table, "num_atoms").to_numpy().astype(np.int64)
-    nedges = _array(table, "num_edges").to_numpy().astype(np.int64)
+    columns = {name: _array(table, name) for name in COLUMNS}
+    natoms = columns["num_atoms"].to_numpy().astype(np.int64)
+    nedges = columns["num_edges"].to_numpy().astype(np.int64)
     for name, per, counts, what in (("atomic_numbers", 1, natoms, "num_atoms"), ("positions", 3, natoms, "num_atoms"),
                                     ("forces", 3, natoms, "num_atoms"), ("fixed", 1, natoms, "num_atoms"),
                                     ("tags", 1, natoms, "num_atoms"), ("edge_src", 1, nedges, "num_edges"),
                                     ("edge_dst", 1, nedges, "num_edges"), ("edge_shift", 3, nedges, "num_edges")):
-        array = _array(table, name)
+        array = columns[name]
         valid = _valid(array)
         if name.startswith("edge_") and not valid.all():
             _fail(table, where, first_row, ~valid, name, "is null: the shard has no stored graph (preprocess with a cutoff)")
         bad = valid & (_lengths_of(array) != per * counts)
         if bad.any():
             _fail(table, where, first_row, bad, name, f"has a length that disagrees with {what}")
+    return columns
 
 
 def _check_values(table: pa.Table, where: str, first_row: int, a: dict[str, np.ndarray]) -> None:
     """Edge indices inside their structure, atomic numbers in 1..118, finite positions (vectorised)."""
-    rows = len(a["natoms"])
-    edge_row = np.repeat(np.arange(rows), a["ncand"])
-    limit = np.repeat(a["natoms"], a["ncand"])
+    edge_start = np.concatenate([[0], np.cumsum(a["ncand"])])
     for name in ("cand_src", "cand_dst"):
-        bad = a[name] >= limit  # int32 from int32 lists; negative values are caught too:
-        bad |= a[name] < 0
+        bad = _largest(a[name].view(np.uint32), edge_start) >= a["natoms"]  # negative int32 -> >= 2**31: caught too
         if bad.any():
-            _fail(table, where, first_row, np.bincount(edge_row[bad], minlength=rows) > 0,
-                  name.replace("cand_", "edge_"), "points outside its structure")
-    atom_row = np.repeat(np.arange(rows), a["natoms"])
+            _fail(table, where, first_row, bad, name.replace("cand_", "edge_"), "points outside its structure")
     bad_z = (a["z"] < 1) | (a["z"] > MAX_ATOMIC_NUMBER)
     if bad_z.any():
-        _fail(table, where, first_row, np.bincount(atom_row[bad_z], minlength=rows) > 0, "atomic_numbers",
+        _fail(table, where, first_row, _rows_of(bad_z, a["natoms"]), "atomic_numbers",
               f"has values outside 1..{MAX_ATOMIC_NUMBER}")
     finite = np.isfinite(a["pos"]).all(axis=1)
     if not finite.all():
-        _fail(table, where, first_row, np.bincount(atom_row[~finite], minlength=rows) > 0, "positions", "contains NaN or inf")
+        _fail(table, where, first_row, _rows_of(~finite, a["natoms"]), "positions", "contains NaN or inf")
+
+
+def _largest(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """(rows,) the largest of each row's values (row r's are values[starts[r]:starts[r + 1]]; 0 if none)."""
+    out = np.zeros(len(starts) - 1, dtype=values.dtype)
+    filled = starts[1:] > starts[:-1]
+    if filled.any():  # reduceat over the non-empty rows' starts: each runs to the next one's start
+        out[filled] = np.maximum.reduceat(values, starts[:-1][filled])
+    return out
+
+
+def _rows_of(bad_items: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(rows,) True for rows with a bad item (items concatenated over rows, `counts` per row)."""
+    return np.bincount(np.repeat(np.arange(len(counts)), counts)[bad_items], minlength=len(counts)) > 0
 
 
 def decode_rows(table: pa.Table, cutoff, max_neighbors, tie_rule: str = "strict", where: str = "rows",
@@ -169,14 +184,20 @@ def decode_rows(table: pa.Table, cutoff, max_neighbors, tie_rule: str = "strict"
     cutoff and max_neighbors (-1 or None = no limit) are scalars or one per row; `where` (the shard)
     and `first_row` (its first row's index there) name the row in errors.
     """
-    check_table(table, where, first_row)
+    return refilter_block(decode_columns(table, cutoff, max_neighbors, where, first_row), tie_rule)
+
+
+def decode_columns(table: pa.Table, cutoff, max_neighbors, where: str = "rows", first_row: int = 0) -> RowBlock:
+    """`decode_rows` without the re-filter: the checked rows, their candidates and cutoff and K (no
+    KEPT arrays yet). A window's chunks are decoded so, joined, and re-filtered once (`refilter_block`)."""
+    columns = check_table(table, where, first_row)
     rows = table.num_rows
-    natoms = _array(table, "num_atoms").to_numpy().astype(np.int64)
-    ncand = _array(table, "num_edges").to_numpy().astype(np.int64)
-    energy = _array(table, "energy")
-    forces, has_forces = _per_atom(_array(table, "forces"), natoms, 3, np.float32, 0.0)
-    stress, has_stress = _fixed_rows(_array(table, "stress"), 9, np.float32)
-    sid = _array(table, "system_id").cast(pa.string())
+    natoms = columns["num_atoms"].to_numpy().astype(np.int64)
+    ncand = columns["num_edges"].to_numpy().astype(np.int64)
+    energy = columns["energy"]
+    forces, has_forces = _per_atom(columns["forces"], natoms, 3, np.float32, 0.0)
+    stress, has_stress = _fixed_rows(columns["stress"], 9, np.float32)
+    sid = columns["system_id"].cast(pa.string())
     sid_offsets = np.frombuffer(sid.buffers()[1], dtype=np.int32)[sid.offset:sid.offset + rows + 1].astype(np.int64)
     limit = -1 if max_neighbors is None else max_neighbors
     arrays = {
@@ -184,27 +205,32 @@ def decode_rows(table: pa.Table, cutoff, max_neighbors, tie_rule: str = "strict"
         "nsid": np.diff(sid_offsets),
         "energy": np.asarray(energy.to_numpy(zero_copy_only=False), dtype=np.float64),  # null -> NaN
         "has_energy": _valid(energy), "has_forces": has_forces, "has_stress": has_stress,
-        "is_md": np.asarray(pc.equal(_array(table, "frame_kind"), "md").to_numpy(zero_copy_only=False), dtype=bool),
-        "cell": _fixed_rows(_array(table, "cell"), 9, np.float32)[0],
-        "pbc": _fixed_rows(_array(table, "pbc"), 3, bool)[0],
+        "is_md": np.asarray(pc.equal(columns["frame_kind"], "md").to_numpy(zero_copy_only=False), dtype=bool),
+        "cell": _fixed_rows(columns["cell"], 9, np.float32)[0],
+        "pbc": _fixed_rows(columns["pbc"], 3, bool)[0],
         "stress": stress,
         "cutoff": np.broadcast_to(np.asarray(cutoff, dtype=np.float64), (rows,)).copy(),
         "max_neighbors": np.broadcast_to(np.asarray(limit, dtype=np.int64), (rows,)).copy(),
-        "z": _values(_array(table, "atomic_numbers"), np.uint8),
-        "pos": _values(_array(table, "positions"), np.float32).reshape(-1, 3),
+        "z": _values(columns["atomic_numbers"], np.uint8),
+        "pos": _values(columns["positions"], np.float32).reshape(-1, 3),
         "forces": forces,
-        "fixed": _per_atom(_array(table, "fixed"), natoms, 1, bool, False)[0].reshape(-1),
-        "tags": _per_atom(_array(table, "tags"), natoms, 1, np.int8, -1)[0].reshape(-1),
-        "cand_src": _values(_array(table, "edge_src"), np.int32),
-        "cand_dst": _values(_array(table, "edge_dst"), np.int32),
-        "cand_shift": _values(_array(table, "edge_shift"), np.int8).reshape(-1, 3),
+        "fixed": _per_atom(columns["fixed"], natoms, 1, bool, False)[0].reshape(-1),
+        "tags": _per_atom(columns["tags"], natoms, 1, np.int8, -1)[0].reshape(-1),
+        "cand_src": _values(columns["edge_src"], np.int32),
+        "cand_dst": _values(columns["edge_dst"], np.int32),
+        "cand_shift": _values(columns["edge_shift"], np.int8).reshape(-1, 3),
         "sid": np.frombuffer(sid.buffers()[2], dtype=np.uint8)[sid_offsets[0]:sid_offsets[-1]].copy(),
     }
     _check_values(table, where, first_row, arrays)
-    block = RowBlock(arrays)
+    return RowBlock(arrays)
+
+
+def refilter_block(block: RowBlock, tie_rule: str = "strict") -> RowBlock:
+    """`block` (from `decode_columns`) with its KEPT arrays and nkept: the candidates re-filtered at
+    each row's cutoff and K, REFILTER_EDGES at a time."""
     kept = [_kept(block, lo, hi, tie_rule) for lo, hi in _chunks(block.starts("ncand"), REFILTER_EDGES)]
     for name in (*KEPT, "nkept"):
-        arrays[name] = np.concatenate([k[name] for k in kept])
+        block.arrays[name] = kept[0][name] if len(kept) == 1 else np.concatenate([k[name] for k in kept])
     return block
 
 
@@ -227,14 +253,17 @@ def _kept(block: RowBlock, lo: int, hi: int, tie_rule: str) -> dict[str, np.ndar
     ncand = a["ncand"][lo:hi]
     edge_row = np.repeat(np.arange(hi - lo), ncand)
     offset = np.repeat(atom_start[lo:hi] - atom_start[lo], ncand)
-    edge_index = np.stack([a["cand_src"][e0:e1] + offset, a["cand_dst"][e0:e1] + offset])
+    edge_index = np.empty((2, e1 - e0), dtype=np.int64)
+    np.add(a["cand_src"][e0:e1], offset, out=edge_index[0])
+    np.add(a["cand_dst"][e0:e1], offset, out=edge_index[1])
     pos = a["pos"][atom_start[lo]:atom_start[hi]]
     keep = keep_edges(pos, a["cell"][lo:hi].reshape(-1, 3, 3), edge_index, a["cand_shift"][e0:e1], edge_row,
                       a["cutoff"][lo:hi], a["max_neighbors"][lo:hi], tie_rule)
-    # np.take, not fancy indexing: for the (E, 3) shifts it is ~4x faster
+    # np.take, not fancy indexing: for the (E, 3) shifts it is ~4x faster. Kept edges come row after
+    # row (grouped by dst, whose indices grow with the row), so each row's count is a binary search.
     return {"kept_src": np.take(a["cand_src"][e0:e1], keep), "kept_dst": np.take(a["cand_dst"][e0:e1], keep),
             "kept_shift": np.take(a["cand_shift"][e0:e1], keep, axis=0),
-            "nkept": np.bincount(np.take(edge_row, keep), minlength=hi - lo)}
+            "nkept": np.diff(np.searchsorted(keep, cand_start[lo:hi + 1] - e0))}
 
 
 def _lengths(positions, cells, edge_index, shifts, edge_graph) -> np.ndarray:
@@ -245,7 +274,8 @@ def _lengths(positions, cells, edge_index, shifts, edge_graph) -> np.ndarray:
     integers. So it is computed once per graph for every shift in the block's range (the same float64
     operations as per edge, hence the same bits) and gathered by a (graph, shift) code: three takes per
     edge instead of nine, and no per-edge products. Blocks whose shift range would make that table
-    large fall back to the per-edge products.
+    large fall back to the per-edge products. Indices must lie inside `positions` (`decode_columns`
+    checks them): the gathers clip, they do not raise.
     """
     src, dst = edge_index
     pos = np.ascontiguousarray(positions.T, dtype=np.float64)  # (3, N)
@@ -260,19 +290,31 @@ def _lengths(positions, cells, edge_index, shifts, edge_graph) -> np.ndarray:
         table = (image[None, :, 0, None] * cell[:, None, 0, :] + image[None, :, 1, None] * cell[:, None, 1, :]
                  + image[None, :, 2, None] * cell[:, None, 2, :])  # (graph, span³, 3): offset per shift
         table = np.ascontiguousarray(table.reshape(-1, 3).T)  # (3, graph·span³)
-        local = shifts.astype(np.int64) - low
-        code = edge_graph * span**3 + (local[:, 0] * span + local[:, 1]) * span + local[:, 2]
-        offsets = [np.take(table[k], code) for k in range(3)]
+        code = np.multiply(edge_graph, span**3, dtype=np.int64)  # + ((s0 - low) * span + s1 - low) * span + s2 - low:
+        code += shifts[:, 0] * np.int64(span * span)
+        code += shifts[:, 1] * np.int64(span)
+        code += shifts[:, 2]
+        code -= low * (span * span + span + 1)
+        offsets = None  # gathered per component below
     else:
         cell = np.ascontiguousarray(cells.transpose(1, 2, 0), dtype=np.float64)  # (row, component, graph)
         image = np.ascontiguousarray(shifts.T, dtype=np.float64)  # (3, E)
         offsets = [image[0] * np.take(cell[0, k], edge_graph) + image[1] * np.take(cell[1, k], edge_graph)
                    + image[2] * np.take(cell[2, k], edge_graph) for k in range(3)]
-    squared = None
+    # v = pos[src] + offset - pos[dst] and squared = v0² + v1² + v2² as written, into three arrays reused
+    # for every component: fresh temporaries of this size cost more in page faults than in arithmetic.
+    # take(mode="clip") writes into `out` directly ("raise" buffers it); every index is in range.
+    squared, v, other = np.empty(len(src)), np.empty(len(src)), np.empty(len(src))
     for k in range(3):
-        v = np.take(pos[k], src) + offsets[k] - np.take(pos[k], dst)
-        squared = v * v if squared is None else squared + v * v
-    return np.sqrt(squared)
+        np.take(pos[k], src, out=v, mode="clip")
+        v += np.take(table[k], code, out=other, mode="clip") if offsets is None else offsets[k]
+        v -= np.take(pos[k], dst, out=other, mode="clip")
+        if k == 0:
+            np.multiply(v, v, out=squared)
+        else:
+            v *= v
+            squared += v
+    return np.sqrt(squared, out=squared)
 
 
 def keep_edges(positions: np.ndarray, cells: np.ndarray, edge_index: np.ndarray, shifts: np.ndarray,
@@ -289,12 +331,11 @@ def keep_edges(positions: np.ndarray, cells: np.ndarray, edge_index: np.ndarray,
         raise ValueError(f"tie_rule must be one of {TIE_RULES}, got {tie_rule!r}")
     distance = _lengths(positions, cells, edge_index, shifts, edge_graph)
     within = np.flatnonzero(distance <= _per_edge(cutoff, np.float64, edge_graph))
-    dst = edge_index[1, within]
-    rounded = torch.round(torch.from_numpy(distance[within]), decimals=TIE_DECIMALS).numpy()  # as refilter rounds
+    dst = np.take(edge_index[1], within)
     new_atom = np.ones(len(within), dtype=bool)
     new_atom[1:] = dst[1:] != dst[:-1]
-    if (dst[1:] < dst[:-1]).any() or (~new_atom[1:] & (rounded[1:] < rounded[:-1])).any():
-        by_distance = torch.sort(torch.from_numpy(rounded), stable=True).indices
+    if (dst[1:] < dst[:-1]).any() or _misordered(np.take(distance, within), new_atom):
+        by_distance = torch.sort(torch.from_numpy(_rounded(distance[within])), stable=True).indices
         order = by_distance[torch.sort(torch.from_numpy(dst)[by_distance], stable=True).indices].numpy()
         within, dst = within[order], dst[order]
         new_atom[1:] = dst[1:] != dst[:-1]
@@ -302,6 +343,9 @@ def keep_edges(positions: np.ndarray, cells: np.ndarray, edge_index: np.ndarray,
     unlimited = limit < 0
     if unlimited.all():
         return within
+    if tie_rule == "strict" and np.ndim(limit) == 0:  # one K for all (the usual case): by runs, not ranks
+        kept = _first_of_runs(new_atom, int(limit))
+        return within if kept is None else within[kept]
     index = np.arange(len(within))
     rank = index - np.maximum.accumulate(np.where(new_atom, index, 0))  # place in its dst's list
     if tie_rule == "strict":
@@ -310,6 +354,41 @@ def keep_edges(positions: np.ndarray, cells: np.ndarray, edge_index: np.ndarray,
     at_k = rank == limit - 1
     kth[dst[at_k]] = distance[within[at_k]]
     return within[unlimited | (distance[within] <= kth[dst] + TOLERANT_TIE)]
+
+
+def _first_of_runs(new_atom: np.ndarray, k: int) -> np.ndarray | None:
+    """Mask of the entries among the first k of their run (a run starts where new_atom), or None
+    when every run has at most k; the work is per run and per dropped entry, not per entry."""
+    starts = np.flatnonzero(new_atom)
+    lengths = np.diff(np.append(starts, len(new_atom)))
+    over = lengths > k
+    if not over.any():
+        return None
+    kept = np.ones(len(new_atom), dtype=bool)
+    kept[item_ranges(starts[over] + k, lengths[over] - k)] = False
+    return kept
+
+
+def item_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated arange(s, s + n) for every (s, n): the item indices of some rows."""
+    ends = np.cumsum(lengths)
+    return np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - lengths), lengths)
+
+
+def _rounded(distance: np.ndarray) -> np.ndarray:
+    return torch.round(torch.from_numpy(distance), decimals=TIE_DECIMALS).numpy()  # as refilter rounds
+
+
+def _misordered(distance: np.ndarray, new_atom: np.ndarray) -> bool:
+    """Whether a candidate's rounded distance is below the one before it in the same atom's list.
+
+    Rounding is monotone, so only the pairs whose distances descend can descend once rounded:
+    just those are rounded (in crystals, ties; often none).
+    """
+    pair = np.flatnonzero(~new_atom[1:] & (distance[1:] < distance[:-1]))
+    if len(pair) == 0:
+        return False
+    return bool((_rounded(distance[pair + 1]) < _rounded(distance[pair])).any())
 
 
 def _per_edge(values, dtype, edge_graph: np.ndarray, edges: np.ndarray | None = None) -> np.ndarray:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 from torch_geometric.data import Batch, Data
 
-from atomforge.columnar import GROUPS, ROW, RowBlock, decode_rows
+from atomforge.columnar import GROUPS, ROW, RowBlock, decode_rows, item_ranges
 
 # Batch fields in the order `batch.structure_data` creates them (PyG keeps insertion order).
 FIELD_ORDER = ("z", "pos", "ref_pos", "edge_index", "shifts", "cand_edge_index", "cand_shifts", "cell", "pbc",
@@ -27,12 +27,6 @@ FIELD_ORDER = ("z", "pos", "ref_pos", "edge_index", "shifts", "cand_edge_index",
                "task", "natoms", "cutoff", "max_neighbors", "system_id")
 PER_ATOM = ("z", "pos", "ref_pos", "forces", "fixed", "tags")
 SLICE_ROWS = 256  # rows gathered by slices at most (see `gather_rows`)
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated arange(s, s + n) for every (s, n): the item indices of some rows."""
-    ends = np.cumsum(lengths)
-    return np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - lengths), lengths)
 
 
 def take_rows(block: RowBlock, rows: np.ndarray) -> RowBlock:
@@ -55,7 +49,7 @@ def gather_rows(parts: Sequence[tuple[RowBlock, np.ndarray]], order: np.ndarray 
         order = np.asarray(order, dtype=np.int64)
         which, where = which[order], where[order]
     blocks = [block for block, _ in parts]
-    picks = [(i, where[which == i]) for i in range(len(blocks))]
+    picks = [(0, where)] if len(blocks) == 1 else [(i, where[which == i]) for i in range(len(blocks))]
     out = {}
     for name in ROW:  # per-row values: taken per block, then put in draw order
         values = [np.take(blocks[i].arrays[name], r, axis=0) for i, r in picks]
@@ -92,7 +86,7 @@ def _take_items(blocks: Sequence[RowBlock], which: np.ndarray, where: np.ndarray
         starts = np.take(block.starts(count), where[mine])
         n = np.take(block.arrays[count], where[mine])
         lengths[mine] = n
-        per_block.append((mine, _ranges(starts, n)))
+        per_block.append((mine, item_ranges(starts, n)))
     out = {name: [] for name in group}
     first = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # item offsets in the result
     for (_, index), block in zip(per_block, blocks):
@@ -100,7 +94,7 @@ def _take_items(blocks: Sequence[RowBlock], which: np.ndarray, where: np.ndarray
             out[name].append(np.take(block.arrays[name], index, axis=0))
     if len(blocks) == 1:
         return {name: values[0] for name, values in out.items()}
-    slots = np.concatenate([_ranges(first[mine], lengths[mine]) for mine, _ in per_block])
+    slots = np.concatenate([item_ranges(first[mine], lengths[mine]) for mine, _ in per_block])
     result = {}
     for name, values in out.items():
         merged = np.concatenate(values)
@@ -134,13 +128,12 @@ def batch_arrays(block: RowBlock, tasks) -> tuple[dict[str, np.ndarray], list[st
     a = block.arrays
     rows = block.num_rows
     atom_start = block.starts("natoms")
-    cand_offset, kept_offset = np.repeat(atom_start[:-1], a["ncand"]), np.repeat(atom_start[:-1], a["nkept"])
     arrays = {
         "z": a["z"].astype(np.int64),
         "pos": a["pos"],
-        "edge_index": np.stack([a["kept_src"] + kept_offset, a["kept_dst"] + kept_offset]),
+        "edge_index": _edge_index(a["kept_src"], a["kept_dst"], np.repeat(atom_start[:-1], a["nkept"])),
         "shifts": a["kept_shift"].astype(np.float32),
-        "cand_edge_index": np.stack([a["cand_src"] + cand_offset, a["cand_dst"] + cand_offset]),
+        "cand_edge_index": _edge_index(a["cand_src"], a["cand_dst"], np.repeat(atom_start[:-1], a["ncand"])),
         "cand_shifts": a["cand_shift"].astype(np.float32),
         "cell": a["cell"].reshape(rows, 3, 3),
         "pbc": a["pbc"],
@@ -153,15 +146,24 @@ def batch_arrays(block: RowBlock, tasks) -> tuple[dict[str, np.ndarray], list[st
         "fixed": a["fixed"],
         "tags": a["tags"].astype(np.int64),
         "is_md": a["is_md"],
-        "task": np.broadcast_to(np.asarray(tasks, dtype=np.int64), (rows,)).copy(),
+        "task": np.empty(rows, dtype=np.int64),
         "natoms": a["natoms"],
         "cutoff": a["cutoff"].astype(np.float32),
         "max_neighbors": a["max_neighbors"],
         "nkept": a["nkept"], "ncand": a["ncand"],
     }
-    sid_offsets = block.starts("nsid").astype(np.int32)
-    system_ids = pa.StringArray.from_buffers(rows, pa.py_buffer(sid_offsets), pa.py_buffer(a["sid"])).to_pylist()
+    arrays["task"][:] = tasks  # one id for all graphs, or one per graph
+    ids, bounds = a["sid"].tobytes(), block.starts("nsid").tolist()
+    system_ids = [ids[lo:hi].decode() for lo, hi in zip(bounds[:-1], bounds[1:])]  # UTF-8 bytes per row
     return arrays, system_ids
+
+
+def _edge_index(src: np.ndarray, dst: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """(2, E) int64 [src; dst] + offset (local indices made batch-global), written in place."""
+    out = np.empty((2, len(src)), dtype=np.int64)
+    np.add(src, offset, out=out[0])
+    np.add(dst, offset, out=out[1])
+    return out
 
 
 @functools.cache

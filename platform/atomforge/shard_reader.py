@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from atomforge.columnar import COLUMNS, RowBlock, concat_blocks, decode_rows
+from atomforge.columnar import COLUMNS, RowBlock, concat_blocks, decode_columns, refilter_block
 from atomforge.storage import filesystem, read_bytes
 from atomforge.streams import ShardFile, Window
 
@@ -62,6 +62,7 @@ class ShardReader:
     def __init__(self, cache_bytes: int = 256 << 20):
         self.cache_bytes = cache_bytes
         self._tables: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
+        self._cached_bytes = 0  # nbytes of _tables (Table.nbytes walks every buffer: summed once per table)
         self._sizes: OrderedDict[str, np.ndarray] = OrderedDict()
         self._groups: dict[str, np.ndarray] = {}  # path -> row-group boundaries (num_groups + 1,)
         self._fs: dict[str, Any] = {}
@@ -107,8 +108,9 @@ class ShardReader:
 
     def _remember(self, key, table: pa.Table) -> None:
         self._tables[key] = table
-        while len(self._tables) > 1 and sum(t.nbytes for t in self._tables.values()) > self.cache_bytes:
-            self._tables.popitem(last=False)
+        self._cached_bytes += table.nbytes
+        while len(self._tables) > 1 and self._cached_bytes > self.cache_bytes:
+            self._cached_bytes -= self._tables.popitem(last=False)[1].nbytes
 
     def sizes(self, source: Source, file: ShardFile) -> np.ndarray:
         """The `num_atoms` column of `file` (int64), kept for the next window (see `_read_sizes`)."""
@@ -148,7 +150,8 @@ class ShardReader:
             return list(pool.map(lambda file: function(source, file), files))
 
     def window(self, source: Source, window: Window) -> RowBlock:
-        """The decoded rows of `window` in chunk order (re-filtered at the source's cutoff and K).
+        """The decoded rows of `window` in chunk order (re-filtered at the source's cutoff and K, once
+        the chunks are joined: the kept edges are not copied again).
 
         The shards to download are fetched FETCH_THREADS at a time, each group before its rows are decoded.
         """
@@ -162,9 +165,9 @@ class ShardReader:
             table = self.rows(source, file, chunk.start, chunk.span, fetched.get(file.path))
             if chunk.rows is not None:  # a subset of the range: decode only its rows
                 table = table.take(chunk.offsets())
-            blocks.append(decode_rows(table, source.cutoff, source.max_neighbors, source.tie_rule,
-                                      where=file.path, first_row=chunk.start))
-        return blocks[0] if len(blocks) == 1 else concat_blocks(blocks)
+            blocks.append(decode_columns(table, source.cutoff, source.max_neighbors, where=file.path,
+                                         first_row=chunk.start))
+        return refilter_block(blocks[0] if len(blocks) == 1 else concat_blocks(blocks), source.tie_rule)
 
     def _to_fetch(self, source: Source, chunks) -> list[ShardFile]:
         """The first FETCH_THREADS distinct files that `chunks` (the first one needing a fetch) must download."""
