@@ -185,6 +185,17 @@ def test_window_files_are_removed(dataset, tmp_path):
     assert count > 0 and not list(Path(tmp_path).iterdir())
 
 
+def test_stopping_early_stops_the_builder_processes(dataset):
+    import multiprocessing
+
+    url, _ = dataset
+    batches = iter(open_shards(url).loader("train", max_atoms=30, num_workers=2, chunk_rows=4, shuffle_rows=4))
+    next(batches)
+    assert len(multiprocessing.active_children()) == 2
+    batches.close()
+    assert not multiprocessing.active_children()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_worker_batches_equal_in_process_batches_also_when_kept(dataset, workers, monkeypatch):
     """Workers hand batches over through reused shared slots: every batch is bit-identical to num_workers=0,
