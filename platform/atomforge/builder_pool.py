@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 
+import pyarrow as pa
 import torch
 
 WATCH_S = 5.0  # how often an idle builder checks that its consumer is still there
@@ -98,7 +99,7 @@ class BuilderPool:
                                "(killed, out of memory, or crashed in native code)")
         try:
             status, value = pipe.recv()
-        except EOFError:  # the process closed its pipe: it is exiting
+        except (EOFError, ConnectionResetError):  # the process closed its pipe, or died with items unread
             process.join(WATCH_S)
             raise BuilderError(f"loader builder process {process.pid} exited with code {process.exitcode}") from None
         if status == "error":
@@ -124,7 +125,11 @@ class BuilderPool:
 
 def _serve(build: Callable, pipe: Connection, consumer: int) -> None:
     """A builder process: build each item received and send back ("ok", result) or ("error", (exception, trace))."""
-    torch.set_num_threads(1)  # as in DataLoader workers: the cores are the builders', one each
+    # The builders are the parallelism, one core each: one thread for torch (as in DataLoader workers) and
+    # for Arrow's decoding pool, whose default of a thread per core, in every builder, cost ~9% more CPU per
+    # structure in one builder process than a single thread (interleaved runs of the loader benchmark).
+    torch.set_num_threads(1)
+    pa.set_cpu_count(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C interrupts the consumer, which stops the builders
     try:
         while True:
