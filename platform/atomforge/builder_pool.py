@@ -28,7 +28,7 @@ import signal
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 
 import pyarrow as pa
 import torch
@@ -80,7 +80,10 @@ class BuilderPool:
             item = next(items, None)
             if item is not None:
                 worker = sent % self.num_workers
-                self._pipes[worker].send(item)
+                try:
+                    self._pipes[worker].send(item)
+                except (BrokenPipeError, ConnectionResetError):
+                    self._died(worker)
                 owners.append(worker)
                 sent += 1
 
@@ -92,20 +95,22 @@ class BuilderPool:
             yield result
 
     def _receive(self, worker: int):
-        pipe, process = self._pipes[worker], self._processes[worker]
-        if not pipe.poll() and pipe not in wait([pipe, process.sentinel]) and not pipe.poll():
-            process.join()
-            raise BuilderError(f"loader builder process {process.pid} exited with code {process.exitcode} "
-                               "(killed, out of memory, or crashed in native code)")
+        # A blocking read: only the builder holds the other end of its pipe, so its death is an EOF here
+        # (no poll or wait per result: each built a selector, ~40 us of the consumer's CPU per batch).
         try:
-            status, value = pipe.recv()
+            status, value = self._pipes[worker].recv()
         except (EOFError, ConnectionResetError):  # the process closed its pipe, or died with items unread
-            process.join(WATCH_S)
-            raise BuilderError(f"loader builder process {process.pid} exited with code {process.exitcode}") from None
+            self._died(worker)
         if status == "error":
             error, trace = value
-            raise error from BuilderError(f"in loader builder process {process.pid}:\n{trace}")
+            raise error from BuilderError(f"in loader builder process {self._processes[worker].pid}:\n{trace}")
         return value
+
+    def _died(self, worker: int) -> None:
+        process = self._processes[worker]
+        process.join(WATCH_S)
+        raise BuilderError(f"loader builder process {process.pid} exited with code {process.exitcode} "
+                           "(killed, out of memory, or crashed in native code)") from None
 
     def close(self) -> None:
         """Stop every process: each finishes the item it builds (its result is dropped) and exits."""
