@@ -116,6 +116,10 @@ class FileStore:
             time.sleep(pause)
             pause = min(pause * 2, 0.02)
         block = _read_block(path)
+        # Unmap the windows whose files the planner deleted (no batch reads them again): a mapping keeps a
+        # deleted file's shared memory alive, and builders never hear of the planner's drops otherwise.
+        for gone in [k for k in self._open if not self._path(k).exists()]:
+            del self._open[gone]
         self._open[key] = block
         while len(self._open) > 32:
             self._open.popitem(last=False)
