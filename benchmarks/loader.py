@@ -13,7 +13,7 @@ its size changes the work per row little; `--window-rows 4096` measures the one-
   rows+collate   the path training used before the loader: pyarrow `to_pylist()` rows, then
                  `atomforge.collate` per batch (Structure validation, per-row re-filter, PyG batching)
   loader/w0      `open_shards(url).loader(...)`, built in this process (its decoder thread included)
-  loader/w1, w2  the same with 1 and 2 builder processes (`atomforge.builder_pool`)
+  loader/w1, w2  the same with 1 and 2 builder processes (torch DataLoader workers)
   loader/s3      loader/w0 reading the shards from SeaweedFS S3 on 127.0.0.1 (skipped without `weed`)
 Rates are structures per wall second and per CPU second (this process and its workers: the
 per-core figure). The model rates are PaiNN tiny/small forward + backward of the JMP objective on
@@ -81,7 +81,7 @@ def write_dataset(root: Path, num: int) -> str:
 
 
 def cpu_seconds() -> float:
-    """CPU seconds of this process and its finished children (builder processes are joined at the end)."""
+    """CPU seconds of this process and its finished children (DataLoader workers are joined at the end)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 

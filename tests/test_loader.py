@@ -173,29 +173,6 @@ def test_windows_ahead_are_dealt_to_consecutive_batches(dataset):
     assert given[:3] == [[items[0].parts[0][0]], [(0, 0, 1)], [(0, 0, 2)]]  # windows 0, 1, 2 to batches 0, 1, 2
 
 
-def test_work_items_reach_builders_unchanged(dataset):
-    """A work item crosses to a builder process by pickle (its arrays sent as lists): same values and dtypes."""
-    import pickle
-
-    from atomforge.loader import _Plan
-    from atomforge.window_store import MemoryStore
-
-    url, _ = dataset
-    loader = open_shards(url).loader("train", max_atoms=30, epochs=2, seed=1, chunk_rows=4, shuffle_rows=4)
-    loader.planner.load_state_dict(loader.state_dict()["planner"])
-    loader.planner.begin()
-    items = list(_Plan(loader, MemoryStore(1.0)))
-    assert any(item.order is not None for item in items) and any(item.decode for item in items)
-    for item in items:
-        copy = pickle.loads(pickle.dumps(item))
-        assert (copy.index, copy.decode, copy.state) == (item.index, item.decode, item.state)
-        assert [key for key, _ in copy.parts] == [key for key, _ in item.parts]
-        for mine, theirs in [*zip([r for _, r in copy.parts], [r for _, r in item.parts]), (copy.tasks, item.tasks),
-                             *([(copy.order, item.order)] if item.order is not None else [])]:
-            assert mine.dtype == theirs.dtype == np.int64 and np.array_equal(mine, theirs)
-        assert (copy.order is None) == (item.order is None)
-
-
 def test_window_files_are_removed(dataset, tmp_path):
     url, _ = dataset
     loader = open_shards(url).loader("train", max_atoms=30, epochs=2, num_workers=1, chunk_rows=4, shuffle_rows=4,
@@ -206,17 +183,6 @@ def test_window_files_are_removed(dataset, tmp_path):
         live = list(Path(tmp_path).rglob("*.block"))
         assert len(live) <= 2 + 3  # the windows in use and those decoded ahead
     assert count > 0 and not list(Path(tmp_path).iterdir())
-
-
-def test_stopping_early_stops_the_builder_processes(dataset):
-    import multiprocessing
-
-    url, _ = dataset
-    batches = iter(open_shards(url).loader("train", max_atoms=30, num_workers=2, chunk_rows=4, shuffle_rows=4))
-    next(batches)
-    assert len(multiprocessing.active_children()) == 2
-    batches.close()
-    assert not multiprocessing.active_children()
 
 
 @pytest.mark.parametrize("workers", [1, 2])

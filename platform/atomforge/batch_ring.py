@@ -1,16 +1,15 @@
 """How builder workers hand batches to the loader: a ring of reused shared-memory slots per worker.
 
 A worker writes a batch's arrays into a free slot of its ring (one file in shared memory, mapped
-once by the worker and once by the loader) and sends only `RingSlot` (file, slot, layout) over its
-pipe (`atomforge.builder_pool`). The loader's tensors are views of the slot; when the last of them is freed (the
+once by the worker and once by the loader) and sends only `RingSlot` (file, slot, layout) over the
+DataLoader queue. The loader's tensors are views of the slot; when the last of them is freed (the
 consumer moved on, or dropped a batch it kept) a finalizer marks the slot free, and only then may
-the worker write it again. Torch's own hand-over of tensors moves every tensor into a fresh
-shared-memory segment in the worker (a copy into new pages), then passes its file descriptor to the
-loader over a socket with an authentication handshake and maps it there: a connect, several
-messages, an mmap and fresh page faults per batch, more CPU than building the batch. A batch larger
-than a slot, or one that finds every slot still held (a consumer keeping many batches), is sent
-through the pipe itself instead, as one buffer (`pack`): nothing waits and nothing a consumer holds
-is overwritten.
+the worker write it again. Torch's own hand-over moves every tensor into a fresh shared-memory
+segment in the worker (a copy into new pages), then passes its file descriptor to the loader over
+a socket with an authentication handshake and maps it there: a connect, several messages, an mmap
+and fresh page faults per batch, more CPU than building the batch. A batch larger than a slot, or
+one that finds every slot still held (a consumer keeping many batches), goes that way instead, as
+one buffer (`pack`): nothing waits and nothing a consumer holds is overwritten.
 
 Slot states are one byte each at the start of the file: the worker sets 1 before writing, the
 loader sets 0 after the batch's tensors are gone (its reads of them finished long before: the
@@ -60,13 +59,13 @@ def views(flat: np.ndarray | torch.Tensor, layout: Layout) -> dict[str, torch.Te
     return {name: torch.from_numpy(np.ndarray(shape, dtype, buffer, start)) for name, dtype, shape, start in layout}
 
 
-def pack(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, Layout]:
-    """All arrays in one fresh uint8 buffer (+ its layout): one message (and one pinned copy) per batch,
-    on the way that does not use a ring."""
+def pack(arrays: dict[str, np.ndarray]) -> tuple[torch.Tensor, Layout]:
+    """All arrays in one fresh uint8 tensor (+ its layout): one shared buffer (and one pinned copy) per
+    batch instead of one file descriptor per field, on the way that does not use a ring."""
     layout, size = layout_of(arrays)
     buffer = np.empty(size, dtype=np.uint8)
     write_arrays(arrays, layout, buffer)
-    return buffer, layout
+    return torch.from_numpy(buffer), layout
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ class WorkerRing:
         self._busy = self._bytes[:num_slots]
         self._next = 0
 
-    def put(self, arrays: dict[str, np.ndarray]) -> RingSlot | tuple[np.ndarray, Layout]:
+    def put(self, arrays: dict[str, np.ndarray]) -> RingSlot | tuple[torch.Tensor, Layout]:
         """The batch in a free slot (its `RingSlot`), or `pack(arrays)` when none is free or it is too large."""
         layout, size = layout_of(arrays)
         slot = self._free() if size <= self.slot_bytes else None
@@ -130,10 +129,10 @@ class RingReader:
         self.pin = pin
         self._maps: dict[str, mmap.mmap] = {}  # ring path -> its mapping (open while any batch's arrays use it)
 
-    def tensors(self, message: RingSlot | tuple[np.ndarray, Layout]) -> dict[str, torch.Tensor]:
+    def tensors(self, message: RingSlot | tuple[torch.Tensor, Layout]) -> dict[str, torch.Tensor]:
         if not isinstance(message, RingSlot):
             buffer, layout = message
-            return views(self._pinned(buffer) if self.pin else buffer, layout)
+            return views(buffer, layout)
         mapping = self._maps.get(message.path)
         if mapping is None:
             with open(message.path, "r+b") as handle:
@@ -143,19 +142,13 @@ class RingReader:
         # fields' bases past it, so it lives exactly as long as the last view of this batch.
         owner = np.frombuffer(mapping, dtype=np.uint8, count=message.size, offset=message.start)
         if self.pin:  # one copy into page-locked memory; the slot is free again at once
-            flat = self._pinned(owner)
+            flat = torch.empty(message.size, dtype=torch.uint8, pin_memory=True)
+            flat.copy_(torch.from_numpy(owner))
             busy[message.slot] = 0
             return views(flat, message.layout)
         release = weakref.finalize(owner, _release, busy, message.slot)
         release.atexit = False
         return views(owner, message.layout)
-
-
-    @staticmethod
-    def _pinned(buffer: np.ndarray) -> torch.Tensor:
-        flat = torch.empty(len(buffer), dtype=torch.uint8, pin_memory=True)
-        flat.copy_(torch.from_numpy(buffer))
-        return flat
 
 
 def _release(busy: np.ndarray, slot: int) -> None:

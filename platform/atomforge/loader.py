@@ -9,7 +9,7 @@ Data path (one rank): the *planner* (this process) orders row references with `R
 chunk order per epoch, disjoint ranks, shuffle windows) and cuts them into atom-budget batches,
 reading only each shard's `num_atoms` column; its state after every batch travels with the batch.
 Each batch is a `WorkItem` (which rows of which windows, in which order). *Builders* (the calling
-process when num_workers=0, else `atomforge.builder_pool` processes) decode every window once (checksum,
+process when num_workers=0, else torch DataLoader workers) decode every window once (checksum,
 Parquet -> numpy columns, sanity check, Verlet re-filter: `atomforge.columnar`) into a window
 store that all builders share (files in shared memory), ahead of need, then gather each batch's
 rows from it by offsets. So the batch sequence is a function of (seed, rank, batch index) alone,
@@ -27,7 +27,6 @@ from typing import Protocol
 import numpy as np
 
 from atomforge.batch_ring import RingReader, WorkerRing, layout_of
-from atomforge.builder_pool import BuilderPool
 from atomforge.columnar import RowBlock
 from atomforge.columnar_batch import assemble, batch_arrays, gather_rows
 from atomforge.shard_reader import ShardReader, Source
@@ -51,19 +50,6 @@ class WorkItem:
     tasks: np.ndarray
     decode: list[Window]
     state: dict
-
-    def __reduce__(self):
-        # Sent to a builder once per batch: its small int64 arrays as lists, a quarter of the time to pickle
-        # and unpickle numpy arrays (~30 -> ~8 us per batch, most of it the loader process's).
-        parts = [(key, rows.tolist()) for key, rows in self.parts]
-        order = None if self.order is None else self.order.tolist()
-        return _work_item, (self.index, parts, order, self.tasks.tolist(), self.decode, self.state)
-
-
-def _work_item(index, parts, order, tasks, decode, state) -> WorkItem:
-    return WorkItem(index, [(key, np.array(rows, dtype=np.int64)) for key, rows in parts],
-                    None if order is None else np.array(order, dtype=np.int64), np.array(tasks, dtype=np.int64),
-                    decode, state)
 
 
 class Decoder:
@@ -103,7 +89,7 @@ class Decoder:
 
 
 class BatchBuilder:
-    """Builds the batch of a `WorkItem` (in this process, or called in `BuilderPool` processes).
+    """Builds the batch of a `WorkItem` (a map-style dataset for torch's DataLoader workers).
 
     Each process (the loader's, or a worker) starts its own decoder thread on first use; a worker
     hands its batches over through its own ring of `ring_slots` shared slots (`atomforge.batch_ring`).
@@ -126,9 +112,9 @@ class BatchBuilder:
         parts = [(self.store.get(key), rows) for key, rows in item.parts]
         return batch_arrays(gather_rows(parts, item.order), item.tasks)
 
-    def __call__(self, item: WorkItem):
-        """In a builder process: the batch in a slot of this process's ring (or packed, see
-        `WorkerRing.put`), its system ids and the plan state."""
+    def __getitem__(self, item: WorkItem):
+        """In a worker: the batch in a slot of this worker's ring (or packed, see `WorkerRing.put`), its
+        system ids and the plan state."""
         arrays, system_ids = self.arrays(item)
         if self._ring is None:  # sized by the first batch: later ones under the same budget fit twice over
             _, size = layout_of(arrays)
@@ -143,6 +129,10 @@ class BatchBuilder:
 
     def __getstate__(self) -> dict:  # workers start their own decoder thread and ring
         return {**self.__dict__, "_decoder": None, "_ring": None}
+
+
+def _identity(sample):
+    return sample
 
 
 # ---------------------------------------------------------------- planning
@@ -214,7 +204,7 @@ class ShardLoader:
     Args:
         sources: the planner's streams' data (index = the stream's `slot`, by default its `source`).
         planner: e.g. `AtomBudgetPlanner` or the training mixer.
-        num_workers: builder processes (`atomforge.builder_pool`); 0 builds here.
+        num_workers: builder processes (torch DataLoader workers); 0 builds here.
         pin_memory: page-lock batches for `non_blocking` host-to-GPU copies (CUDA only; ignored otherwise).
         prefetch_windows: windows decoded ahead per stream; prefetch_batches: batches ahead per worker.
         window_dir: where worker builders share decoded windows (default /dev/shm, else the temp dir).
@@ -265,27 +255,33 @@ class ShardLoader:
     def _built(self, builder: BatchBuilder, plan: _Plan):
         import torch
 
-        pin = self.pin_memory and torch.cuda.is_available()
         if self.num_workers == 0:
+            pin = self.pin_memory and torch.cuda.is_available()
             for item in plan:
                 arrays, system_ids = builder.arrays(item)
                 batch = assemble({name: torch.from_numpy(a) for name, a in arrays.items()}, system_ids)
                 yield (batch.pin_memory() if pin else batch), item.state
             return
+        from torch.utils.data import DataLoader
+
         pin = self.pin_memory and torch.cuda.is_available()
+        workers = iter(DataLoader(builder, batch_size=None, sampler=plan, num_workers=self.num_workers,
+                                  collate_fn=_identity, pin_memory=pin, prefetch_factor=self.prefetch_batches))
         rings = RingReader(pin)
-        with BuilderPool(builder, self.num_workers, in_flight=self.prefetch_batches) as pool:
-            for message, system_ids, state in pool.map(plan):
+        try:
+            for message, system_ids, state in workers:
                 yield assemble(rings.tensors(message), system_ids), state
+        finally:
+            del workers  # stops the worker processes now, also when an error is on its way out
 
 
 class _Plan:
-    """The loader's work items, in order: planned rows grouped by window, with the windows to decode
-    ahead and, once every batch reading a window is handed out, its removal.
+    """The loader's work items, in order (a DataLoader sampler): planned rows grouped by window, with
+    the windows to decode ahead and, once every batch reading a window is handed out, its removal.
 
     An item's builder decodes the windows its rows need that no builder was given yet, or else at
-    most one window ahead: the builder pool deals consecutive items to different processes, so the
-    windows ahead are decoded by different workers at once instead of one after another by the first.
+    most one window ahead: DataLoader deals consecutive items to different workers, so the windows
+    ahead are decoded by different workers at once instead of one after another by the first.
     """
 
     def __init__(self, loader: ShardLoader, store):
