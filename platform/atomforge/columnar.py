@@ -325,7 +325,8 @@ def keep_edges(positions: np.ndarray, cells: np.ndarray, edge_index: np.ndarray,
     edge_index (2, E) [src, dst] over all N atoms; shifts (E, 3) integer images; edge_graph (E,) the
     structure of each edge; cutoff (B,) Å; max_neighbors (B,), -1 = no limit. Stored candidates are
     in (dst, distance, src, shift) order, so `refilter`'s two stable sorts are skipped when the
-    recomputed distances keep that order (checked; otherwise the same sorts run).
+    recomputed distances keep that order (checked; otherwise the same sorts run). Edge indices must
+    lie in 0..N-1 (`decode_columns` checks them): the distance gathers clip rather than raise.
     """
     if tie_rule not in TIE_RULES:
         raise ValueError(f"tie_rule must be one of {TIE_RULES}, got {tie_rule!r}")
